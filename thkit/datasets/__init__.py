@@ -1,0 +1,4 @@
+"""Datasets and transforms."""
+from thkit._imports import import_submodules
+
+__all__ = import_submodules(__name__, __path__)

@@ -1,0 +1,4 @@
+"""Training engine pieces (hooks, visualisation backends) on top of mmengine."""
+from thkit._imports import import_submodules
+
+__all__ = import_submodules(__name__, __path__)

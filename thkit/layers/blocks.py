@@ -1,0 +1,153 @@
+"""Convolutional blocks and the hourglass (U-Net) network of the FOMM family.
+
+One implementation serves FOMM (BatchNorm; synchronised under DDP), TPSMM (InstanceNorm with affine and
+no running statistics), SMAC's and MCNet's motion networks.  Module names (``conv``, ``norm``,
+``encoder.down_blocks.i``, ``decoder.up_blocks.i``) follow the official layouts so that converters stay
+one-to-one.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """``'batch'`` (BatchNorm2d, affine), ``'instance'`` (InstanceNorm2d, affine, no running stats),
+    ``'group'`` (GroupNorm with 32 groups, eps 1e-6), ``'none'``."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, affine=True)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(32, channels, eps=1e-6, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; expected 'batch', 'instance', 'group' or 'none'")
+
+
+class SameBlock2d(nn.Module):
+    """conv -> norm -> ReLU at the same resolution."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
+                 groups: int = 1, norm: str = "batch"):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
+        self.norm = make_norm(norm, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class DownBlock2d(nn.Module):
+    """conv -> norm -> ReLU -> 2x2 average pool."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
+                 groups: int = 1, norm: str = "batch"):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
+        self.norm = make_norm(norm, out_features)
+        self.pool = nn.AvgPool2d(kernel_size=(2, 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(F.relu(self.norm(self.conv(x))))
+
+
+class UpBlock2d(nn.Module):
+    """nearest x2 upsampling -> conv -> norm -> ReLU."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
+                 groups: int = 1, norm: str = "batch"):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
+        self.norm = make_norm(norm, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.norm(self.conv(F.interpolate(x, scale_factor=2))))
+
+
+class ResBlock2d(nn.Module):
+    """Pre-activation residual block: x + conv2(relu(norm2(conv1(relu(norm1(x))))))."""
+
+    def __init__(self, in_features: int, kernel_size: int = 3, padding: int = 1, norm: str = "batch"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_features, in_features, kernel_size, padding=padding)
+        self.conv2 = nn.Conv2d(in_features, in_features, kernel_size, padding=padding)
+        self.norm1 = make_norm(norm, in_features)
+        self.norm2 = make_norm(norm, in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv1(F.relu(self.norm1(x)))
+        out = self.conv2(F.relu(self.norm2(out)))
+        return out + x
+
+
+def _width(block_expansion: int, max_features: int, level: int) -> int:
+    return min(max_features, block_expansion * (2**level))
+
+
+class HourglassEncoder(nn.Module):
+    """``num_blocks`` DownBlocks; returns the input and every block output (fine to coarse)."""
+
+    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256,
+                 norm: str = "batch"):
+        super().__init__()
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(in_features if i == 0 else _width(block_expansion, max_features, i),
+                        _width(block_expansion, max_features, i + 1), norm=norm)
+            for i in range(num_blocks)
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs = [x]
+        for block in self.down_blocks:
+            outs.append(block(outs[-1]))
+        return outs
+
+
+class HourglassDecoder(nn.Module):
+    """UpBlocks with skip connections: each step upsamples, then concatenates ``[up, skip]``.
+
+    The last skip is the hourglass input itself, so the output has ``block_expansion + in_features``
+    channels.  ``out_channels`` lists the widths after every step (coarse to fine).
+    """
+
+    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256,
+                 norm: str = "batch"):
+        super().__init__()
+        blocks, widths = [], []
+        for i in reversed(range(num_blocks)):
+            in_filters = (1 if i == num_blocks - 1 else 2) * _width(block_expansion, max_features, i + 1)
+            out_filters = _width(block_expansion, max_features, i)
+            blocks.append(UpBlock2d(in_filters, out_filters, norm=norm))
+            skip = in_features if i == 0 else _width(block_expansion, max_features, i)
+            widths.append(out_filters + skip)
+        self.up_blocks = nn.ModuleList(blocks)
+        self.out_channels = widths
+        self.out_filters = widths[-1]
+
+    def forward(self, skips: list[Tensor], return_all: bool = False) -> Tensor | list[Tensor]:
+        skips = list(skips)
+        out = skips.pop()
+        outs = []
+        for block in self.up_blocks:
+            out = torch.cat([block(out), skips.pop()], dim=1)
+            outs.append(out)
+        return outs if return_all else out
+
+
+class Hourglass(nn.Module):
+    """The FOMM hourglass (U-Net): encoder + decoder; ``out_filters = block_expansion + in_features``."""
+
+    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256,
+                 norm: str = "batch"):
+        super().__init__()
+        self.encoder = HourglassEncoder(block_expansion, in_features, num_blocks, max_features, norm)
+        self.decoder = HourglassDecoder(block_expansion, in_features, num_blocks, max_features, norm)
+        self.out_filters = self.decoder.out_filters
+        self.out_channels = self.decoder.out_channels
+
+    def forward(self, x: Tensor, return_all: bool = False) -> Tensor | list[Tensor]:
+        return self.decoder(self.encoder(x), return_all=return_all)

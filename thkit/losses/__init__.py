@@ -1,0 +1,4 @@
+"""Training losses."""
+from thkit._imports import import_submodules
+
+__all__ = import_submodules(__name__, __path__)

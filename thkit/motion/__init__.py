@@ -1,0 +1,4 @@
+"""Keypoint detectors and motion estimators (FOMM first-order motion, TPSMM thin-plate splines, ...)."""
+from thkit._imports import import_submodules
+
+__all__ = import_submodules(__name__, __path__)

@@ -1,0 +1,158 @@
+"""Component registries of thkit, built on :class:`mmengine.registry.Registry`.
+
+Every swappable part of a talking-head generator lives in exactly one *kind* of registry.  The scope of
+all of them is ``thkit`` (this module must stay importable as ``thkit.registry``: mmengine imports
+``<scope>.registry`` when it switches scope).  Where mmengine has a root registry for the same concept
+(models, datasets, metrics, hooks, visualisation backends) ours is its child, so mmengine's ``Runner``
+finds thkit parts under ``default_scope='thkit'``.  The per-slot kinds (keypoint detectors, motion
+estimators, warpers, ...) have no parent: a recipe slot can only resolve a part of the right kind.
+
+Register a part with the kind's decorator::
+
+    from thkit.registry import WARPERS
+
+    @WARPERS.register_module()
+    class MyWarper(Warper):
+        ...
+
+Names must not contain ``'.'`` (mmengine reads it as a scope separator, so the part could never be
+found again); :func:`register` checks this for you.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmengine.registry import DATASETS as MM_DATASETS
+from mmengine.registry import HOOKS as MM_HOOKS
+from mmengine.registry import METRICS as MM_METRICS
+from mmengine.registry import MODELS as MM_MODELS
+from mmengine.registry import TRANSFORMS as MM_TRANSFORMS
+from mmengine.registry import VISBACKENDS as MM_VISBACKENDS
+from mmengine.registry import Registry
+from mmengine.registry.build_functions import build_model_from_cfg
+
+SCOPE = "thkit"
+
+
+def _reg(name: str, location: str, parent: Registry | None = None, model_like: bool = True) -> Registry:
+    return Registry(
+        name,
+        parent=parent,
+        scope=SCOPE,
+        locations=[location],
+        build_func=build_model_from_cfg if model_like else None,
+    )
+
+
+# --- generator parts (no parent: a slot only resolves parts of its own kind) -----------------------------
+KEYPOINT_DETECTORS = _reg("keypoint_detector", "thkit.motion")
+MOTION_ESTIMATORS = _reg("motion_estimator", "thkit.motion")
+WARPERS = _reg("warper", "thkit.warp")
+ENCODERS = _reg("encoder", "thkit.encode")
+CODEBOOKS = _reg("codebook", "thkit.codebook")
+CODE_ALLOCATIONS = _reg("code_allocation", "thkit.codebook", model_like=False)
+COMPENSATORS = _reg("compensator", "thkit.compensate")
+DECODERS = _reg("decoder", "thkit.decode")
+DISCRIMINATORS = _reg("discriminator", "thkit.models")
+ATTENTION_BACKENDS = _reg("attention_backend", "thkit.attention", model_like=False)
+LOSSES = _reg("loss", "thkit.losses")
+
+# --- children of mmengine's roots (so the Runner can build them with default_scope='thkit') ------------
+MODELS = Registry("model", parent=MM_MODELS, scope=SCOPE, locations=["thkit.models"])
+DATASETS = Registry("dataset", parent=MM_DATASETS, scope=SCOPE, locations=["thkit.datasets"])
+TRANSFORMS = Registry("transform", parent=MM_TRANSFORMS, scope=SCOPE, locations=["thkit.datasets"])
+METRICS = Registry("metric", parent=MM_METRICS, scope=SCOPE, locations=["thkit.metrics"])
+HOOKS = Registry("hook", parent=MM_HOOKS, scope=SCOPE, locations=["thkit.engine"])
+VISBACKENDS = Registry("vis_backend", parent=MM_VISBACKENDS, scope=SCOPE, locations=["thkit.engine"])
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of component: its registry, the interface its parts satisfy, and a short description."""
+
+    name: str
+    registry: Registry
+    description: str
+    interface: str  # dotted path of the interface class in thkit.interfaces (resolved lazily)
+
+    def interface_class(self):
+        from thkit import interfaces
+
+        return getattr(interfaces, self.interface)
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in [
+        Kind("keypoint", KEYPOINT_DETECTORS, "keypoint detectors: image -> keypoints (+ local Jacobians)", "KeypointDetector"),
+        Kind("motion", MOTION_ESTIMATORS, "motion estimators: source + keypoints -> dense flow + occlusion", "MotionEstimator"),
+        Kind("warper", WARPERS, "warpers: features + flow (+ occlusion) -> warped features", "Warper"),
+        Kind("encoder", ENCODERS, "encoders: source image -> multi-scale features", "Encoder"),
+        Kind("codebook", CODEBOOKS, "vector-quantised codebooks (nearest code, VQ losses, usage statistics)", "Codebook"),
+        Kind("allocation", CODE_ALLOCATIONS, "code allocations: which codes each scale may use", "CodeAllocation"),
+        Kind("compensator", COMPENSATORS, "compensators: refine warped features (and flows) per scale", "Compensator"),
+        Kind("decoder", DECODERS, "decoders: (compensated) features -> image", "Decoder"),
+        Kind("discriminator", DISCRIMINATORS, "discriminators for adversarial training", "Discriminator"),
+        Kind("attention", ATTENTION_BACKENDS, "attention backends (xformers, sdpa, math)", "AttentionBackend"),
+        Kind("model", MODELS, "complete models that wire parts together", "TalkingHeadModelBase"),
+        Kind("loss", LOSSES, "training losses", "LossModule"),
+        Kind("metric", METRICS, "evaluation metrics", "MetricBase"),
+        Kind("dataset", DATASETS, "datasets", "DatasetBase"),
+    ]
+}
+
+#: Modules holding the built-in parts.  :func:`import_builtins` imports them all, eagerly, before any
+#: plugin is loaded (so a plugin can never steal a built-in name and crash the host later).
+BUILTIN_MODULES = sorted({loc for kind in KINDS.values() for loc in kind.registry._locations})
+
+_BUILTINS_IMPORTED = False
+
+
+def import_builtins() -> None:
+    """Import every built-in component module once (idempotent)."""
+    global _BUILTINS_IMPORTED
+    if _BUILTINS_IMPORTED:
+        return
+    import importlib
+
+    for mod in BUILTIN_MODULES:
+        importlib.import_module(mod)
+    for kind in KINDS.values():
+        kind.registry._imported = True  # mmengine's lazy-import flag: nothing left to import
+    _BUILTINS_IMPORTED = True
+
+
+def kind_of(name: str) -> Kind:
+    """Return the :class:`Kind` called ``name``, with a helpful error listing the kinds that exist."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        from thkit.errors import suggest
+
+        raise KeyError(f"unknown component kind {name!r}; {suggest(name, KINDS)}") from None
+
+
+__all__ = [
+    "SCOPE",
+    "KINDS",
+    "Kind",
+    "kind_of",
+    "import_builtins",
+    "KEYPOINT_DETECTORS",
+    "MOTION_ESTIMATORS",
+    "WARPERS",
+    "ENCODERS",
+    "CODEBOOKS",
+    "CODE_ALLOCATIONS",
+    "COMPENSATORS",
+    "DECODERS",
+    "DISCRIMINATORS",
+    "ATTENTION_BACKENDS",
+    "LOSSES",
+    "MODELS",
+    "DATASETS",
+    "TRANSFORMS",
+    "METRICS",
+    "HOOKS",
+    "VISBACKENDS",
+]
