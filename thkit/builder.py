@@ -44,7 +44,6 @@ def resolve_type(kind: str, type_: Any, path: str = ""):
     if "." in type_ and k.registry.get(type_) is None:
         # a full import path (what Config.dump writes for class objects)
         try:
-            from mmengine.utils import import_modules_from_strings  # noqa: F401
             import importlib
 
             mod, _, attr = type_.rpartition(".")
@@ -99,7 +98,8 @@ def build(kind: str, cfg: Any, name: str | None = None, *, path: str | None = No
     args = dict(cfg)
     if "type" not in args:
         raise RecipeError(full, f"a {kind} config needs a 'type' (a registered {kind} name)")
-    cls = resolve_type(kind, args.pop("type"), full)
+    type_ = args.pop("type")
+    cls = resolve_type(kind, type_, full)
     if default_args:
         for k, v in default_args.items():
             args.setdefault(k, v)
@@ -115,15 +115,15 @@ def build(kind: str, cfg: Any, name: str | None = None, *, path: str | None = No
     finally:
         _PATH.reset(token)
     check_part(kind, obj, full)
-    _tag(obj, kind, cls, full)
+    _tag(obj, kind, type_ if isinstance(type_, str) else cls.__name__, full)
     return obj
 
 
-def _tag(obj: Any, kind: str, cls: type, path: str) -> None:
+def _tag(obj: Any, kind: str, type_name: str, path: str) -> None:
     """Remember how a part was built (for ``thkit build``'s component tree)."""
     try:
         object.__setattr__(obj, "_thkit_kind", kind)
-        object.__setattr__(obj, "_thkit_type", cls.__name__)
+        object.__setattr__(obj, "_thkit_type", type_name)
         object.__setattr__(obj, "_thkit_path", path)
     except (AttributeError, TypeError):
         pass

@@ -90,3 +90,82 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: dict[str, torch.
                 f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in shapes[:5]))
         raise CheckpointError(f"checkpoint does not match the {what}: " + "; ".join(parts))
     module.load_state_dict(state_dict, strict=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# official checkpoints
+# --------------------------------------------------------------------------------------------------------
+def detect_format(obj: Any) -> str:
+    """Guess which method wrote a loaded checkpoint dict ('thkit', 'fomm', 'tpsmm', 'mcnet', 'smac')."""
+    if not isinstance(obj, dict):
+        return "unknown"
+    if obj.get("format") == FORMAT:
+        return "thkit"
+    keys = set(obj)
+    if {"inpainting_network", "dense_motion_network", "kp_detector"} <= keys:
+        return "tpsmm"
+    if {"generator", "kp_detector"} <= keys:
+        gen = obj["generator"]
+        if isinstance(gen, dict) and any(k.startswith("mbUnit.") for k in gen):
+            return "mcnet"
+        return "fomm"
+    if "params_ema" in keys or "params" in keys:
+        return "smac"
+    return "unknown"
+
+
+def convert_official(objs: list[Any] | Any, method: str, **options) -> dict[str, dict[str, torch.Tensor]]:
+    """Map loaded official checkpoint(s) of ``method`` to thkit state dicts ``{net: sd}``."""
+    from thkit.convert import CONVERTERS
+    from thkit.errors import suggest
+
+    if method not in CONVERTERS:
+        raise CheckpointError(f"no converter for {method!r}; {suggest(method, CONVERTERS)}")
+    fn = CONVERTERS[method]
+    files = objs if isinstance(objs, list) else [objs]
+    prepare = getattr(fn, "prepare", None)
+    if prepare is not None:
+        official = prepare(files, **options)
+    else:
+        if len(files) != 1:
+            raise CheckpointError(f"the {method} converter takes one checkpoint file, got {len(files)}")
+        official = files[0]
+    return fn(official)
+
+
+def convert_file(sources: list[str] | str, output: str | os.PathLike, method: str, trusted: bool = False,
+                 use_ema: bool = True) -> Path:
+    """Read official checkpoint file(s), convert, and write a thkit checkpoint."""
+    import hashlib
+
+    sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    objs = [torch_load(s, trusted=trusted) for s in sources]
+    opts = {"use_ema": use_ema} if method == "smac" else {}
+    sds = convert_official(objs, method, **opts)
+    meta = {"converted_from": method, "sources": [str(s) for s in sources]}
+    meta["sha256"] = [hashlib.sha256(Path(s).read_bytes()).hexdigest() for s in sources]
+    return save_checkpoint(output, sds, meta)
+
+
+def load_into(model: torch.nn.Module, path: str | os.PathLike, fmt: str = "auto", trusted: bool = False,
+              extra: dict[str, torch.nn.Module] | None = None) -> dict[str, Any]:
+    """Load a thkit checkpoint, or an official one (converted on the fly), into ``model`` (and ``extra`` nets)."""
+    obj = torch_load(path, trusted=trusted)
+    if fmt == "auto":
+        fmt = detect_format(obj)
+        if fmt == "unknown":
+            raise CheckpointError(
+                f"cannot tell which method wrote {path}; pass --checkpoint-format (thkit, fomm, tpsmm, smac, ...)")
+    if fmt == "thkit":
+        if obj.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a thkit checkpoint")
+        sds = obj["state_dict"]
+    else:
+        sds = convert_official(obj, fmt)
+    if "model" not in sds:
+        raise CheckpointError(f"{path} has no 'model' weights (has: {', '.join(sds)})")
+    load_state_dict_strict(model, sds["model"], "model")
+    for name, net in (extra or {}).items():
+        if name in sds:
+            load_state_dict_strict(net, sds[name], name)
+    return sds

@@ -41,7 +41,8 @@ def load_recipe(path: str | os.PathLike, cfg_options: dict[str, Any] | None = No
     try:
         cfg = Config.fromfile(str(p))
     except SyntaxError as e:
-        raise RecipeError("", f"recipe {e.filename or p} does not parse: line {e.lineno}: {e.msg}") from e
+        fname = e.filename if e.filename and not e.filename.startswith("<") else str(p)
+        raise RecipeError("", f"recipe {fname} does not parse: line {e.lineno}: {e.msg}") from e
     except FileNotFoundError as e:
         raise RecipeError("", f"recipe {p}: {e}") from e
     except Exception as e:  # noqa: BLE001 - errors raised while executing the recipe's Python

@@ -1,0 +1,6 @@
+"""Example thkit plugin (see README.md)."""
+
+
+def register() -> None:
+    """Entry point of the ``thkit.plugins`` group: importing the module registers its parts."""
+    from thkit_example_plugin import warpers  # noqa: F401
