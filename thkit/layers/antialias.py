@@ -11,10 +11,11 @@ class AntiAliasInterpolation2d(nn.Module):
 
     ``mode='slice'`` subsamples with ``[::1/scale]`` (FOMM, SMAC, MCNet); ``mode='nearest'`` uses
     ``F.interpolate(scale_factor=scale)`` (TPSMM, MRFA).  The kernel is a buffer named ``weight`` (it is in
-    the official state dicts).
+    the official state dicts); ``persistent=False`` keeps it out of the state dict (e.g. an image pyramid
+    that the official code keeps outside the network).
     """
 
-    def __init__(self, channels: int, scale: float, mode: str = "slice"):
+    def __init__(self, channels: int, scale: float, mode: str = "slice", persistent: bool = True):
         super().__init__()
         if mode not in ("slice", "nearest"):
             raise ValueError(f"mode must be 'slice' or 'nearest', got {mode!r}")
@@ -33,7 +34,8 @@ class AntiAliasInterpolation2d(nn.Module):
             g = torch.exp(-((coords - mean) ** 2) / (2 * sigma**2))
             kernel = g.view(-1, 1) * g.view(1, -1)
             kernel = kernel / kernel.sum()
-        self.register_buffer("weight", kernel.view(1, 1, *kernel.shape).repeat(channels, 1, 1, 1))
+        self.register_buffer("weight", kernel.view(1, 1, *kernel.shape).repeat(channels, 1, 1, 1),
+                             persistent=persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
