@@ -1,0 +1,191 @@
+"""Codebook retrieval transformer: the token mixer of SMAC's motion and appearance compensation (MCC / ACC).
+
+SMAC §3.2-3.3 (Fig. 3): the queries (1024 tokens of a 32×32 grid) first attend to each other, then
+*retrieve* from the codebook by cross-attention with the codes as keys and values, then pass a
+convolutional feed-forward.  One layer, as the official ``TransformerLayer``:
+
+    h = LN1(x);  x = x + SelfAttn(q = h + pos, k = h + pos, v = h, key_padding_mask)
+    h = LN2(x);  x = x + CrossAttn(q = h + pos, k = v = codes)
+    h = LN3(x);  x = x + Conv3x3(GELU(Conv3x3(h as a (B, E, h, w) map)))
+
+Pre-LayerNorm (eps 1e-5), GELU (exact erf), the FFN as two 3×3 convolutions over the token grid
+(E -> 2E -> E in SMAC), no projection of the codes beyond the attention's own in-projection, the position
+embedding added to queries and keys but never to the codes.  The attention modules are
+:class:`~thkit.layers.attention.BackendMultiheadAttention` (``nn.MultiheadAttention``'s parameters, any
+backend), so the parameter names are the official ones (``self_attn.in_proj_weight``, ``conv1.weight``,
+``norm3.bias``, ...) and a converter only renames the prefix (``motion_block.i.`` -> ``layers.i.``,
+``position_emb_motion`` -> ``position_emb``).
+
+Layout: tokens are batch-first ``(B, L, E)`` (the official code uses ``(L, B, E)``; only the view differs),
+or a feature map ``(B, E, h, w)``.  Codes are ``(K, E)``, shared by the batch and projected once (the
+official code repeats them per sample), or ``(B, K, E)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from thkit.attention import check_backend_name
+from thkit.layers.attention import BackendMultiheadAttention
+
+Tensor = torch.Tensor
+
+_ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+
+
+def _pair(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+class RetrievalTransformerLayer(nn.Module):
+    """One SMAC retrieval layer: self-attention, cross-attention to the codes, conv feed-forward.
+
+    Args:
+        dim: token width E (SMAC: 32 for motion, 256 for appearance).
+        num_heads: attention heads (SMAC: 8).
+        ffn_dim: hidden channels of the conv FFN (default ``2 * dim``, as SMAC).
+        kernel_size: FFN convolution size (SMAC: 3).
+        dropout: dropout after each sub-block and inside the FFN / attention (SMAC: 0).
+        activation: ``'gelu'`` (SMAC) or ``'relu'``.
+        norm_eps: LayerNorm epsilon (torch default 1e-5, as SMAC).
+        backend: attention backend name (``None`` = the default at call time).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, ffn_dim: int | None = None, kernel_size: int = 3,
+                 dropout: float = 0.0, activation: str = "gelu", norm_eps: float = 1e-5, backend: str | None = None):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd (same-size convolution), got {kernel_size}")
+        ffn_dim = 2 * dim if ffn_dim is None else ffn_dim
+        self.dim = dim
+        self.activation = activation
+        self.self_attn = BackendMultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True, backend=backend)
+        self.cross_attn = BackendMultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True, backend=backend)
+        self.conv1 = nn.Conv2d(dim, ffn_dim, kernel_size, padding=kernel_size // 2)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(ffn_dim, dim, kernel_size, padding=kernel_size // 2)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm3 = nn.LayerNorm(dim, eps=norm_eps)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, codes: Tensor, size: int | Sequence[int], pos: Tensor | None = None,
+                key_padding_mask: Tensor | None = None) -> Tensor:
+        """``x`` (B, L, E) tokens of an ``size = (h, w)`` grid (row-major), ``codes`` (K, E) or (B, K, E),
+        ``pos`` (L, E) or (B, L, E), ``key_padding_mask`` (B, L) bool, True = ignore that token as a key in
+        the self-attention.  Returns (B, L, E)."""
+        B, L, E = x.shape
+        h, w = _pair(size)
+        if h * w != L:
+            raise ValueError(f"size {(h, w)} has {h * w} positions but there are {L} tokens")
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(0)
+        if codes.dim() != 3 or codes.shape[-1] != E or codes.shape[0] not in (1, B):
+            raise ValueError(f"codes must be (K, {E}) or ({B}, K, {E}); got shape {tuple(codes.shape)}")
+
+        t = self.norm1(x)
+        qk = t if pos is None else t + pos
+        x = x + self.dropout1(self.self_attn(qk, qk, t, key_padding_mask=key_padding_mask)[0])
+
+        t = self.norm2(x)
+        q = t if pos is None else t + pos
+        x = x + self.dropout2(self.cross_attn(q, codes, codes)[0])
+
+        t = self.norm3(x).transpose(1, 2).reshape(B, E, h, w)
+        t = self.conv2(self.dropout(_ACTIVATIONS[self.activation](self.conv1(t))))
+        return x + self.dropout3(t.reshape(B, E, L).transpose(1, 2))
+
+
+class RetrievalTransformer(nn.Module):
+    """A stack of :class:`RetrievalTransformerLayer` sharing one position embedding (SMAC: 2 layers).
+
+    Args:
+        dim, num_heads, ffn_dim, kernel_size, dropout, activation, norm_eps, backend: per layer (see there).
+        num_layers: depth (SMAC: 2).
+        position_embedding: learn a position embedding ``position_emb`` ``(num_tokens, dim)``, zero-initialised
+            as SMAC's ``position_emb_motion`` / ``position_emb_app``.
+        num_tokens: tokens the position embedding covers (SMAC: 32 × 32 = 1024).
+        masked_layers: layers whose self-attention applies the key-padding mask: a tuple of layer indices or
+            ``'all'``.  SMAC applies it in the **first** layer only (fixture quirk 11), the default.
+
+    ``forward(x, codes, size=None, key_padding_mask=None, pos=None)``: ``x`` is a map ``(B, E, h, w)`` (the
+    output is a map too) or tokens ``(B, L, E)`` with ``size = (h, w)``; ``codes`` ``(K, E)`` / ``(B, K, E)``
+    (e.g. ``codebook.codes(allocation.codes(scale, S, N))``); ``pos`` overrides the own embedding.
+    """
+
+    def __init__(self, dim: int, num_layers: int = 2, num_heads: int = 8, ffn_dim: int | None = None,
+                 kernel_size: int = 3, dropout: float = 0.0, activation: str = "gelu", norm_eps: float = 1e-5,
+                 position_embedding: bool = True, num_tokens: int = 1024,
+                 masked_layers: Sequence[int] | str = (0,), backend: str | None = None):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if backend is not None:
+            check_backend_name(backend)
+        self.dim = dim
+        self.num_tokens = num_tokens
+        if masked_layers == "all":
+            masked = tuple(range(num_layers))
+        elif isinstance(masked_layers, str):
+            raise ValueError(f"masked_layers must be a tuple of layer indices or 'all', got {masked_layers!r}")
+        else:
+            masked = tuple(int(i) for i in masked_layers)
+            bad = [i for i in masked if not 0 <= i < num_layers]
+            if bad:
+                raise ValueError(f"masked_layers {bad} out of range for num_layers={num_layers}")
+        self.masked_layers = masked
+        self.layers = nn.ModuleList(
+            RetrievalTransformerLayer(dim, num_heads, ffn_dim, kernel_size, dropout, activation, norm_eps, backend)
+            for _ in range(num_layers)
+        )
+        if position_embedding:
+            self.position_emb = nn.Parameter(torch.zeros(num_tokens, dim))
+        else:
+            self.register_parameter("position_emb", None)
+
+    def set_backend(self, backend: str | None) -> None:
+        """Switch every attention of the stack to ``backend`` (``None`` = the default at call time)."""
+        if backend is not None:
+            check_backend_name(backend)
+        for m in self.modules():
+            if isinstance(m, BackendMultiheadAttention):
+                m.backend = backend
+
+    def forward(self, x: Tensor, codes: Tensor, size: int | Sequence[int] | None = None,
+                key_padding_mask: Tensor | None = None, pos: Tensor | None = None) -> Tensor:
+        is_map = x.dim() == 4
+        if is_map:
+            B, E, h, w = x.shape
+            tokens = x.flatten(2).transpose(1, 2)
+        elif x.dim() == 3:
+            if size is None:
+                raise ValueError("tokens (B, L, E) need size=(h, w) of their grid")
+            (h, w), tokens, (B, _, E) = _pair(size), x, x.shape
+        else:
+            raise ValueError(f"x must be a map (B, E, h, w) or tokens (B, L, E); got shape {tuple(x.shape)}")
+        if E != self.dim:
+            raise ValueError(f"x has width {E} but the transformer has dim={self.dim}")
+        L = tokens.shape[1]
+        if pos is None and self.position_emb is not None:
+            if L != self.num_tokens:
+                raise ValueError(f"the learned position embedding covers num_tokens={self.num_tokens} tokens but "
+                                 f"the input has {L} ({h}x{w})")
+            pos = self.position_emb
+        if key_padding_mask is not None and tuple(key_padding_mask.shape) != (B, L):
+            raise ValueError(f"key_padding_mask must be (B, L) = {(B, L)}, got {tuple(key_padding_mask.shape)}")
+        for i, layer in enumerate(self.layers):
+            tokens = layer(tokens, codes, (h, w), pos=pos,
+                           key_padding_mask=key_padding_mask if i in self.masked_layers else None)
+        if is_map:
+            return tokens.transpose(1, 2).reshape(B, E, h, w)
+        return tokens
