@@ -16,6 +16,7 @@ directly.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -225,6 +226,8 @@ class XFormersAttention(_Backend):
 
         cmask = canonical_mask(mask, q, k)
         bias = None if cmask is None else self._bias(cmask, q, k)
+        # broadcast (stride-0) memories, e.g. codes shared by the batch: give the kernel real strides
+        k, v = (t.contiguous() if 0 in t.stride()[:3] else t for t in (k, v))
         out = xops.memory_efficient_attention(q, k, v, attn_bias=bias, p=dropout_p, scale=scale)
         return zero_dead_rows(out, cmask)
 
@@ -237,6 +240,7 @@ class AutoAttention(_Backend):
     """
 
     name = "auto"
+    _announced: set[str] = set()
 
     def available(self) -> bool:
         return True
@@ -247,8 +251,15 @@ class AutoAttention(_Backend):
         for name in AUTO_ORDER:
             b = get_backend(name)
             if b.available() and (q is None or b.supports(q)):
+                self._announce(name, q)
                 return name
         return "math"
+
+    def _announce(self, name: str, q: Tensor | None) -> None:
+        where = "this machine" if q is None else f"{q.device.type} tensors"
+        if where not in self._announced:
+            self._announced.add(where)
+            logging.getLogger("thkit.attention").info("attention backend 'auto' uses %r for %s", name, where)
 
     def reason(self) -> str:
         return f"picks {self.choose()!r} here (order: {' > '.join(AUTO_ORDER)})"
