@@ -165,6 +165,8 @@ def test_animation_relative(fx, nets):
     """demo.py mode 'relative': relative_kp with adapt-scale from batch element 0, no Jacobians."""
     model, _ = nets
     ref = fx["outputs"]["animation_relative"]
+    settings = dict(load_recipe("tpsmm/tiny_fixture").motion_transfer)
+    assert settings == dict(relative=True, relative_jacobian=False, adapt_movement_scale=True)
     video = fx["inputs"]["driving_video"]  # (B, C, T, H, W)
     cache = model.encode_source(fx["inputs"]["source"])
     kp_init = model.detect(video[:, :, 0])
@@ -172,8 +174,7 @@ def test_animation_relative(fx, nets):
     for t, frame_ref in enumerate(ref["frames"]):
         kp_d = model.detect(video[:, :, t])
         assert_close(kp_d["value"], frame_ref["kp_driving"]["fg_kp"], KP_ATOL, f"frame {t} kp_driving")
-        kp_norm = transfer_motion(cache["kp_source"], kp_d, kp_init, relative=True, relative_jacobian=False,
-                                  adapt_movement_scale=True, official_batch0=True)
+        kp_norm = transfer_motion(cache["kp_source"], kp_d, kp_init, **settings, official_batch0=True)
         assert_close(kp_norm["value"], frame_ref["kp_norm"]["fg_kp"], KP_ATOL, f"frame {t} kp_norm")
         out = model.animate(cache, kp_norm)
         assert_close(out["deformation"], frame_ref["deformation"], what=f"frame {t} deformation")
@@ -306,3 +307,37 @@ def test_converter_optional_networks(fx):
     load_state_dict_strict(build_model(cfg.model.to_dict()), sds["model"], "model")
     with pytest.raises(CheckpointError, match="expected a checkpoint dict"):
         CONVERTERS["tpsmm"]([1, 2])
+
+
+@torch.no_grad()
+def test_official_file_loads_through_the_checkpoint_api(fx, tmp_path):
+    """An official-layout file: auto-detected as TPSMM, converted on the fly, or converted to a thkit file."""
+    from thkit.checkpoint import convert_file, detect_format, load_into
+
+    official = _tiny_official(fx)
+    official["epoch"] = 3
+    path = tmp_path / "official.pth.tar"
+    torch.save(official, path)
+    assert detect_format(official) == "tpsmm"
+    cfg = load_recipe("tpsmm/tiny_fixture")
+    model = build_model(cfg.model.to_dict()).eval()
+    avd = build("motion", cfg.avd_network.to_dict(), path="avd_network").eval()
+    load_into(model, path, extra={"avd_network": avd})
+    out = model(fx["inputs"]["source"], fx["inputs"]["driving"])
+    assert_close(out["prediction"], fx["outputs"]["inpainting_reconstruction"]["prediction"], what="prediction")
+    thkit_path = convert_file(str(path), tmp_path / "thkit.pt", method="tpsmm")
+    model2 = build_model(cfg.model.to_dict()).eval()
+    load_into(model2, thkit_path)
+    assert torch.equal(model2(fx["inputs"]["source"], fx["inputs"]["driving"])["prediction"], out["prediction"])
+
+
+def test_bad_inputs_are_named(nets):
+    model, _ = nets
+    src = torch.rand(1, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"expected keypoints of shape \(1, 50, 2\)"):
+        model.motion(src, {"value": torch.zeros(1, 48, 2)}, {"value": torch.zeros(1, 48, 2)})
+    with pytest.raises(ValueError, match="bg_param must be"):
+        model.motion(src, {"value": torch.zeros(1, 50, 2)}, {"value": torch.zeros(1, 50, 2)},
+                     bg_param=torch.eye(2)[None])
+    with pytest.raises(ValueError, match="expects 4 warped features"):
+        model.decoder([torch.zeros(1, 4, 64, 64)], {})

@@ -42,5 +42,6 @@ model = dict(
 avd_network = dict(type='AVDNetwork', num_tps=num_tps, id_bottle_size=128, pose_bottle_size=128,
                    hidden_widths=(256, 512, 1024))
 
-# demo.py mode 'relative': relative_kp always adapts the movement scale (batch element 0) and has no Jacobians.
-animation = dict(relative=True, adapt_movement_scale=True, relative_jacobian=False)
+# demo.py mode 'relative' (thkit.transfer.transfer_motion): relative_kp always adapts the movement scale
+# (officially from batch element 0 only) and has no Jacobians.
+motion_transfer = dict(relative=True, relative_jacobian=False, adapt_movement_scale=True)

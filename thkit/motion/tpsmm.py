@@ -312,13 +312,15 @@ class ThinPlateSplineMotion(MotionEstimator):
                         bg_param: Tensor | None = None) -> Tensor:
         """The K + 1 sampling grids (B, K+1, h, w, 2): background (channel 0), then the K splines."""
         h, w = size
-        b = kp_driving["value"].shape[0]
-        kp_d = kp_driving["value"].reshape(b, -1, POINTS_PER_TPS, 2)
-        kp_s = kp_source["value"].reshape(b, -1, POINTS_PER_TPS, 2)
-        if kp_d.shape[1] != self.num_tps or kp_s.shape != kp_d.shape:
+        vd, vs = kp_driving["value"], kp_source["value"]
+        b = vd.shape[0]
+        want = (b, self.num_tps * POINTS_PER_TPS, 2)
+        if tuple(vd.shape) != want or tuple(vs.shape) != want:
             raise ValueError(
-                f"expected {self.num_tps * POINTS_PER_TPS} keypoints (num_tps={self.num_tps} x {POINTS_PER_TPS}); "
-                f"got driving {tuple(kp_driving['value'].shape)} and source {tuple(kp_source['value'].shape)}")
+                f"expected keypoints of shape {want} (num_tps={self.num_tps} x {POINTS_PER_TPS} points); "
+                f"got driving {tuple(vd.shape)} and source {tuple(vs.shape)}")
+        kp_d = vd.reshape(b, self.num_tps, POINTS_PER_TPS, 2)
+        kp_s = vs.reshape(b, self.num_tps, POINTS_PER_TPS, 2)
         tps = ThinPlateSpline(kp_d, kp_s, self.tps_regularisation).warp_grid(h, w)  # (B, K, h, w, 2)
         grid = make_coordinate_grid(h, w, dtype=kp_d.dtype, device=kp_d.device)
         if bg_param is None:
