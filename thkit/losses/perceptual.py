@@ -52,22 +52,18 @@ class MissingWeightsError(CheckpointError, FileNotFoundError):
     """A weights file a loss needs is not there (the message says where it is published)."""
 
 
-def _vgg19_feature_layers(upto: int) -> list[nn.Module]:
-    layers: list[nn.Module] = []
+def _vgg19_ops(upto: int) -> list[tuple[str, int, int, int]]:
+    """torchvision's vgg19 ``features`` below index ``upto``: ``(kind, index, in, out)`` with kind conv/relu/pool."""
+    ops: list[tuple[str, int, int, int]] = []
     cin = 3
     for v in _VGG19_CFG:
-        if len(layers) >= upto:
-            break
         if v == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            ops.append(("pool", len(ops), cin, cin))
         else:
-            conv = nn.Conv2d(cin, int(v), kernel_size=3, padding=1)
-            # torchvision's VGG initialisation (only matters for random weights)
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-            layers += [conv, nn.ReLU(inplace=True)]
+            ops.append(("conv", len(ops), cin, int(v)))
+            ops.append(("relu", len(ops), int(v), int(v)))
             cin = int(v)
-    return layers[:upto]
+    return ops[:upto]
 
 
 def missing_vgg_message(path: str | os.PathLike | None) -> str:
@@ -102,18 +98,18 @@ def load_vgg19_features_state(path: str | os.PathLike, upto: int = VGG19_SLICE_E
     prefix = "features." if any(str(k).startswith("features.") for k in obj) else ""
     out: dict[str, Tensor] = {}
     missing = []
-    for i, layer in enumerate(_vgg19_feature_layers(upto)):
-        if not isinstance(layer, nn.Conv2d):
+    for kind, i, cin, cout in _vgg19_ops(upto):
+        if kind != "conv":
             continue
-        for name, ref in (("weight", layer.weight), ("bias", layer.bias)):
+        for name, shape in (("weight", (cout, cin, 3, 3)), ("bias", (cout,))):
             key = f"{prefix}{i}.{name}"
             if key not in obj:
                 missing.append(key)
                 continue
             t = obj[key]
-            if not isinstance(t, Tensor) or tuple(t.shape) != tuple(ref.shape):
+            if not isinstance(t, Tensor) or tuple(t.shape) != shape:
                 got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise CheckpointError(f"{p}: {key} should be a tensor of shape {tuple(ref.shape)}, got {got} "
+                raise CheckpointError(f"{p}: {key} should be a tensor of shape {shape}, got {got} "
                                       f"(is this a torchvision vgg19 state dict?)")
             out[f"{i}.{name}"] = t.float()
     if missing:
@@ -147,23 +143,23 @@ class VGG19Features(nn.Module):
             raise ValueError(f"num_slices must be 1..5, got {num_slices}")
         self.num_slices = num_slices
         upto = VGG19_SLICE_ENDS[num_slices - 1]
-        layers = _vgg19_feature_layers(upto)
         if weights is None and os.environ.get(VGG19_ENV):
             weights = os.environ[VGG19_ENV]
         state = load_vgg19_features_state(weights, upto) if weights is not None else None
         #: ("conv", index) / ("relu", index) / ("pool", index), torchvision's ``features`` order
         self.ops: list[tuple[str, int]] = []
-        for i, layer in enumerate(layers):
-            if isinstance(layer, nn.Conv2d):
-                w = state[f"{i}.weight"] if state is not None else layer.weight.detach()
-                b = state[f"{i}.bias"] if state is not None else layer.bias.detach()
-                self.register_buffer(f"features_{i}_weight", w.clone().float(), persistent=False)
-                self.register_buffer(f"features_{i}_bias", b.clone().float(), persistent=False)
-                self.ops.append(("conv", i))
-            elif isinstance(layer, nn.ReLU):
-                self.ops.append(("relu", i))
-            else:
-                self.ops.append(("pool", i))
+        for kind, i, cin, cout in _vgg19_ops(upto):
+            self.ops.append((kind, i))
+            if kind != "conv":
+                continue
+            if state is not None:
+                w, b = state[f"{i}.weight"].clone(), state[f"{i}.bias"].clone()
+            else:  # torchvision's VGG initialisation (kaiming normal, fan_out, zero bias)
+                w = torch.empty(cout, cin, 3, 3)
+                nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+                b = torch.zeros(cout)
+            self.register_buffer(f"features_{i}_weight", w, persistent=False)
+            self.register_buffer(f"features_{i}_bias", b, persistent=False)
         self.weights_path = None if weights is None else str(weights)
         self.pretrained = weights is not None
         if weights is None:
@@ -281,8 +277,13 @@ class PerceptualPyramidLoss(Loss):
 
     def _check_size(self, x: Tensor) -> None:
         need = 2 ** (self.num_slices - 1)  # relu_k_1 comes after k - 1 max-pools
-        for s in self.scales:
-            h, w = (math.floor(d * s) if s != 1 else d for d in x.shape[2:])
+        for s, down in zip(self.scales, self.pyramid.downs):
+            if s == 1:
+                h, w = x.shape[2:]
+            elif down.mode == "slice":  # [::1/s]
+                h, w = (math.ceil(d / round(1 / s)) for d in x.shape[2:])
+            else:  # F.interpolate(scale_factor=s)
+                h, w = (math.floor(d * s) for d in x.shape[2:])
             if min(h, w) < need:
                 raise ValueError(
                     f"perceptual loss: a {x.shape[2]}x{x.shape[3]} image is {h}x{w} at pyramid scale {s}; VGG-19 up "
