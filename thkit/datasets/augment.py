@@ -1,0 +1,132 @@
+"""Augmentation of a (source, driving) pair, applied identically to both frames.
+
+FOMM's ``AllAugmentationTransform`` with the VoxCeleb settings (``augmentation_params``: horizontal flip,
+time flip, colour jitter 0.1 on brightness, contrast, saturation and hue) draws one set of parameters per
+*video* and applies it to every frame.  Here the two frames are stacked as a batch of 2 and each kornia
+augmentation draws its parameters once (``forward_parameters``) and replays them on both frames, so the
+pair stays consistent: the motion between the two frames is unchanged, only its appearance and direction.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from thkit.registry import TRANSFORMS
+
+Tensor = torch.Tensor
+
+
+def _jitter_range(value: float | Sequence[float], name: str):
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"PairAugmentation: jitter {name} must be >= 0, got {value}")
+        return float(value)
+    return tuple(float(v) for v in value)
+
+
+@TRANSFORMS.register_module()
+class PairAugmentation:
+    """Consistent pair augmentation (FOMM sec. 4 / ``augmentation.py`` settings for VoxCeleb).
+
+    Works on a dataset item dict with ``'source'`` and ``'driving'`` (3, H, W) images in [0, 1] and returns
+    it augmented:
+
+    * horizontal flip (probability ``flip_p``), the same for both frames; landmarks (``landmarks_*``, keypoint
+      coordinates in [-1, 1]) are mirrored, and ``flip_pairs`` (index pairs such as left/right eye) are
+      swapped so that their meaning is kept;
+    * colour jitter (``torchvision``-style brightness, contrast, saturation, hue factors) with probability
+      ``jitter_p``, the same factors on both frames;
+    * time flip (probability ``time_flip_p``): source and driving exchange places (with their frame ids and
+      ground truth).
+
+    Args:
+        flip_p: probability of a horizontal flip.
+        time_flip_p: probability of swapping source and driving.
+        jitter: dict(brightness=..., contrast=..., saturation=..., hue=...) as in
+            :class:`kornia.augmentation.ColorJitter`; None disables colour jitter.
+        jitter_p: probability of applying the colour jitter.
+        flip_pairs: landmark index pairs exchanged by a horizontal flip.
+    """
+
+    def __init__(
+        self,
+        flip_p: float = 0.5,
+        time_flip_p: float = 0.5,
+        jitter: dict[str, float | Sequence[float]] | None = None,
+        jitter_p: float = 1.0,
+        flip_pairs: Sequence[Sequence[int]] | None = None,
+    ):
+        import kornia.augmentation as K
+
+        for name, p in (("flip_p", flip_p), ("time_flip_p", time_flip_p), ("jitter_p", jitter_p)):
+            if not 0.0 <= float(p) <= 1.0:
+                raise ValueError(f"PairAugmentation: {name} must be in [0, 1], got {p}")
+        if jitter is None:
+            jitter = dict(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1)
+        unknown = set(jitter) - {"brightness", "contrast", "saturation", "hue"}
+        if unknown:
+            raise ValueError(f"PairAugmentation: unknown jitter keys {sorted(unknown)} "
+                             "(expected brightness, contrast, saturation, hue)")
+        self.flip_p, self.time_flip_p, self.jitter_p = float(flip_p), float(time_flip_p), float(jitter_p)
+        self.flip = K.RandomHorizontalFlip(p=self.flip_p, same_on_batch=True)
+        self.jitter_cfg = {k: _jitter_range(v, k) for k, v in jitter.items()}
+        self.jitter = K.ColorJitter(**self.jitter_cfg, p=self.jitter_p, same_on_batch=True) if any(
+            (v if isinstance(v, float) else max(abs(x) for x in v)) for v in self.jitter_cfg.values()) else None
+        self.flip_pairs = [tuple(int(i) for i in p) for p in (flip_pairs or [])]
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        item = dict(item)
+        pair = torch.stack([item["source"], item["driving"]])
+        squeeze = pair.dim() == 3  # grey frames without a channel axis
+        if squeeze:
+            pair = pair.unsqueeze(1)
+
+        params = self.flip.forward_parameters(pair.shape)
+        pair = self.flip(pair, params=params)
+        flipped = bool(params["batch_prob"][0] > 0.5)
+        if self.jitter is not None and pair.shape[1] == 3:
+            pair = self.jitter(pair, params=self.jitter.forward_parameters(pair.shape)).clamp(0, 1)
+        if squeeze:
+            pair = pair.squeeze(1)
+        item["source"], item["driving"] = pair[0], pair[1]
+        item["augmentation"] = {"hflip": flipped, "time_flip": False}
+
+        if flipped:
+            for key in ("landmarks_source", "landmarks_driving"):
+                if key in item:
+                    item[key] = self._mirror(item[key])
+            for key in ("visible_source", "visible_driving"):
+                if key in item and self.flip_pairs:
+                    item[key] = self._swap(item[key])
+
+        if self.time_flip_p > 0 and float(torch.rand(())) < self.time_flip_p:
+            item["augmentation"]["time_flip"] = True
+            for a, b in (("source", "driving"), ("landmarks_source", "landmarks_driving"),
+                         ("visible_source", "visible_driving")):
+                if a in item and b in item:
+                    item[a], item[b] = item[b], item[a]
+            if "frame_ids" in item:
+                item["frame_ids"] = tuple(reversed(tuple(item["frame_ids"])))
+        return item
+
+    def _mirror(self, pts: Tensor) -> Tensor:
+        pts = pts.clone()
+        pts[..., 0] = -pts[..., 0]  # x -> -x in [-1, 1] keypoint coordinates is pixel j -> W - 1 - j
+        return self._swap(pts)
+
+    def _swap(self, t: Tensor) -> Tensor:
+        if not self.flip_pairs:
+            return t
+        t = t.clone()
+        for a, b in self.flip_pairs:
+            t[a], t[b] = t[b].clone(), t[a].clone()
+        return t
+
+    def __repr__(self) -> str:
+        return (f"PairAugmentation(flip_p={self.flip_p}, time_flip_p={self.time_flip_p}, "
+                f"jitter={self.jitter_cfg}, jitter_p={self.jitter_p})")
+
+
+__all__ = ["PairAugmentation"]
