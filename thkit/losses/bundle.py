@@ -62,7 +62,8 @@ def _resolve_refs(cfg: Any, built: Mapping[str, nn.Module], path: str) -> Any:
     if isinstance(cfg, str) and cfg.startswith("@"):
         ref = cfg[1:]
         if ref not in built:
-            raise RecipeError(path, f"'@{ref}' refers to no loss built before this one (built: {', '.join(built) or 'none'})")
+            raise RecipeError(path, f"'@{ref}' refers to no loss built before this one "
+                                    f"(built: {', '.join(built) or 'none'})")
         return built[ref]
     if isinstance(cfg, Mapping):
         return {k: _resolve_refs(v, built, f"{path}.{k}") for k, v in cfg.items()}
@@ -145,7 +146,8 @@ class LossBundle(LossModule):
             values[name] = out
             return
         if not isinstance(out, Mapping):
-            raise TypeError(f"loss {name!r} returned {type(out).__name__}; a loss returns a tensor or a dict of tensors")
+            raise TypeError(f"loss {name!r} returned {type(out).__name__}; a loss returns a tensor or a dict of "
+                            "tensors")
         stat_keys = getattr(loss, "stat_keys", ())
         for key, value in out.items():
             full = f"{name}_{key}"
