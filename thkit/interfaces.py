@@ -149,8 +149,9 @@ class GenerationContext(dict):
     """What the model hands to compensators and decoders (a dict, documented keys).
 
     ``source`` (B,C,H,W), ``kp_source``, ``kp_driving``, ``motion`` (the motion estimator's dict),
-    ``features`` (raw encoder features, fine to coarse), ``warper``, ``deformed`` (the source warped by
-    the flow at image size), and ``driving`` when it is known (training).
+    ``features`` (raw encoder features, fine to coarse), ``warper``, ``encoder`` (the model's encoder, e.g.
+    for a compensator whose training targets are features of the driving frame), ``deformed`` (the source
+    warped by the flow at image size), and ``driving`` when it is known (training).
     """
 
 

@@ -87,6 +87,7 @@ class TalkingHeadModel(TalkingHeadModelBase):
             motion=motion,
             features=raw,
             warper=self.warper,
+            encoder=self.encoder,
             deformed=self.warper.warp_image(source, deformation),
             driving=driving,
         )

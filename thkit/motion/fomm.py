@@ -183,14 +183,18 @@ class FirstOrderMotion(MotionEstimator):
 
     Returns ``deformation`` (B, h, w, 2), ``occlusion_map`` (a list: ``[(B, 1, h, w)]``, or ``[]``),
     ``mask`` (B, K+1, h, w), ``sparse_deformed`` (B, K+1, C, h, w), ``sparse_motion`` (B, K+1, h, w, 2)
-    and ``heatmap_representation`` (B, K+1, 1, h, w).
+    and ``heatmap_representation`` (B, K+1, 1, h, w).  With ``return_driving_heatmap`` also
+    ``driving_kp_heatmap`` (B, K, h, w): the driving keypoints' Gaussians ``G(kp_D^k)`` alone, which SMAC's
+    motion codebook compensation uses in its queries (the official SMAC dense motion network's extra output).
     """
 
     def __init__(self, num_kp: int = 10, in_channels: int = 3, block_expansion: int = 64, max_features: int = 1024,
                  num_blocks: int = 5, scale_factor: float = 0.25, kp_variance: float = 0.01,
-                 estimate_occlusion_map: bool = True, align_corners: bool = True, norm: str = "batch"):
+                 estimate_occlusion_map: bool = True, align_corners: bool = True, norm: str = "batch",
+                 return_driving_heatmap: bool = False):
         super().__init__()
         self.num_kp = num_kp
+        self.return_driving_heatmap = bool(return_driving_heatmap)
         self.kp_variance = float(kp_variance)
         self.scale_factor = float(scale_factor)
         self.align_corners = bool(align_corners)
@@ -226,7 +230,7 @@ class FirstOrderMotion(MotionEstimator):
         mask = F.softmax(self.mask(features), dim=1)
         deformation = (mask.unsqueeze(-1) * motions).sum(dim=1)
         occlusion = [torch.sigmoid(self.occlusion(features))] if self.occlusion is not None else []
-        return {
+        out = {
             "deformation": deformation,
             "occlusion_map": occlusion,
             "mask": mask,
@@ -234,3 +238,6 @@ class FirstOrderMotion(MotionEstimator):
             "sparse_motion": motions,
             "heatmap_representation": heat,
         }
+        if self.return_driving_heatmap:
+            out["driving_kp_heatmap"] = kp2gaussian(kp_driving["value"], (h, w), self.kp_variance)
+        return out
