@@ -1,0 +1,36 @@
+# SMAC at reduced widths for CPU training, tests and demos: 128 px, 10 keypoints, VQGAN nf 16, codebooks 128 x 16
+# (motion) and 128 x 64 (appearance), 4-head transformers.  Same structure as vox256.py (4 scales, windows 1/2/4/8);
+# the token grid follows the image size: 128 / 8 = 16 x 16 tokens.
+_base_ = ['./vox256.py']
+
+image_size = 128
+num_kp = 10
+nf = 16
+ch_mult = (1, 2, 2, 4)
+norm_groups = 8
+channels = [64, 32, 32, 16]  # nf * ch_mult, coarse to fine
+token_grid = 16  # image_size // 8
+num_tokens = 256
+motion_dim = 16
+appearance_dim = 64
+
+model = dict(
+    keypoint_detector=dict(num_kp=num_kp, block_expansion=16, max_features=256, num_blocks=4),
+    motion=dict(num_kp=num_kp, block_expansion=16, max_features=256, num_blocks=4),
+    encoder=dict(nf=nf, ch_mult=ch_mult, norm_groups=norm_groups),
+    compensator=dict(
+        channels=channels,
+        motion=dict(
+            num_kp=num_kp, dim=motion_dim, norm_groups=norm_groups,
+            codebook=dict(num_codes=128, dim=motion_dim),
+            transformer=dict(num_heads=4, ffn_dim=2 * motion_dim, num_tokens=num_tokens),
+            motion_width=32, feature_dims=(32, 24), flow_dims=(32, 16), context_dim=48, refine_width=32),
+        appearance=dict(
+            dim=appearance_dim,
+            codebook=dict(num_codes=128, dim=appearance_dim),
+            transformer=dict(num_heads=4, ffn_dim=2 * appearance_dim, num_tokens=num_tokens))),
+    decoder=dict(nf=nf, ch_mult=ch_mult, norm_groups=norm_groups),
+)
+
+discriminator = dict(ndf=16, n_layers=3)
+test_size = 128
