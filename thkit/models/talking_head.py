@@ -57,11 +57,17 @@ class TalkingHeadModel(TalkingHeadModelBase):
 
     # -- source side (cacheable) ------------------------------------------------------------------------
     def encode_source(self, source: Tensor) -> dict[str, Any]:
-        """Everything that depends on the source only: its keypoints and encoder features."""
+        """Everything that depends on the source only: its keypoints, encoder features and, when the motion
+        estimator has a ``prepare_source(source, kp_source)`` method, its source-only inputs
+        (``motion_source``, e.g. the downsampled source), passed back to it as ``source_cache=``."""
         kp_source = self.keypoint_detector(source)
         check_output("keypoint", kp_source, "keypoint_detector")
         features = list(self.encoder(source))
-        return {"source": source, "kp_source": kp_source, "features": features}
+        cache = {"source": source, "kp_source": kp_source, "features": features}
+        prepare = getattr(self.motion, "prepare_source", None)
+        if prepare is not None:
+            cache["motion_source"] = prepare(source, kp_source)
+        return cache
 
     def detect(self, image: Tensor) -> dict[str, Tensor]:
         """Keypoints of an image (the driving frame)."""
@@ -69,12 +75,18 @@ class TalkingHeadModel(TalkingHeadModelBase):
 
     # -- per driving frame ------------------------------------------------------------------------------
     def animate(self, cache: dict[str, Any], kp_driving: dict[str, Tensor], driving: Tensor | None = None) -> dict[str, Any]:
-        """Generate the frame that puts the cached source into the pose of ``kp_driving``."""
+        """Generate the frame that puts the cached source into the pose of ``kp_driving``.
+
+        A batch-1 ``cache`` serves a batch of driving keypoints: it is expanded (a view, no copy).
+        """
         source, kp_source, features = cache["source"], cache["kp_source"], cache["features"]
         if source.shape[0] != kp_driving["value"].shape[0]:
             n = kp_driving["value"].shape[0]
             source, kp_source, features = _expand_batch(source, kp_source, features, n)
-        motion = self.motion(source, kp_source, kp_driving, driving=driving)
+        if "motion_source" in cache:
+            motion = self.motion(source, kp_source, kp_driving, driving=driving, source_cache=cache["motion_source"])
+        else:
+            motion = self.motion(source, kp_source, kp_driving, driving=driving)
         check_output("motion", motion, "motion")
         deformation, occlusion = motion["deformation"], motion["occlusion_map"]
         levels = range(len(features)) if self.warp_levels is None else self.warp_levels

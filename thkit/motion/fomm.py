@@ -135,12 +135,15 @@ class FOMMKeypointDetector(KeypointDetector):
 # dense motion
 # ---------------------------------------------------------------------------------------------------------
 def heatmap_representation(kp_source: dict[str, Tensor], kp_driving: dict[str, Tensor], size: tuple[int, int],
-                           kp_variance: float) -> Tensor:
+                           kp_variance: float, gaussian_source: Tensor | None = None) -> Tensor:
     """``H_k(z) = G(z; kp_D^k) - G(z; kp_S^k)`` with a zero background channel first (FOMM eq. 6).
 
+    ``gaussian_source`` is ``G(kp_S)`` when already computed (a source cache); it may have batch 1.
     Returns ``(B, K + 1, 1, h, w)``.
     """
-    heat = kp2gaussian(kp_driving["value"], size, kp_variance) - kp2gaussian(kp_source["value"], size, kp_variance)
+    if gaussian_source is None:
+        gaussian_source = kp2gaussian(kp_source["value"], size, kp_variance)
+    heat = kp2gaussian(kp_driving["value"], size, kp_variance) - gaussian_source
     zeros = heat.new_zeros(heat.shape[0], 1, *size)
     return torch.cat([zeros, heat], dim=1).unsqueeze(2)
 
@@ -216,13 +219,25 @@ class FirstOrderMotion(MotionEstimator):
         warped = F.grid_sample(repeated, motions.reshape(b * n, h, w, 2), align_corners=self.align_corners)
         return warped.reshape(b, n, c, h, w)
 
+    def prepare_source(self, source: Tensor, kp_source: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The source-only inputs of :meth:`forward`: the anti-aliased source at the motion resolution
+        (``image``) and the source keypoints' Gaussians ``G(kp_S)`` (``gaussian``).  Streaming inference
+        computes them once per video (``TalkingHeadModel.encode_source``)."""
+        small = self.down(source) if self.down is not None else source
+        return {"image": small, "gaussian": kp2gaussian(kp_source["value"], tuple(small.shape[2:]), self.kp_variance)}
+
     def forward(self, source: Tensor, kp_source: dict[str, Tensor], kp_driving: dict[str, Tensor],
-                driving: Tensor | None = None) -> dict[str, Any]:
+                driving: Tensor | None = None, source_cache: dict[str, Tensor] | None = None) -> dict[str, Any]:
         if kp_driving["value"].shape[1] != self.num_kp:
             raise ValueError(f"expected {self.num_kp} keypoints, got {kp_driving['value'].shape[1]}")
-        small = self.down(source) if self.down is not None else source
-        b, _, h, w = small.shape
-        heat = heatmap_representation(kp_source, kp_driving, (h, w), self.kp_variance)
+        if source_cache is None:
+            source_cache = self.prepare_source(source, kp_source)
+        small, gaussian_source = source_cache["image"], source_cache["gaussian"]
+        b = kp_driving["value"].shape[0]
+        if small.shape[0] != b:  # a batch-1 source cache for a batch of driving frames (no copy)
+            small = small.expand(b, *small.shape[1:])
+        _, _, h, w = small.shape
+        heat = heatmap_representation(kp_source, kp_driving, (h, w), self.kp_variance, gaussian_source)
         motions = sparse_motions(kp_source, kp_driving, (h, w))
         deformed = self.deform_sources(small, motions)
         x = torch.cat([heat, deformed], dim=2).reshape(b, -1, h, w)

@@ -303,9 +303,12 @@ class ThinPlateSplineMotion(MotionEstimator):
     def downsample(self, image: Tensor) -> Tensor:
         return self.down(image) if self.scale_factor != 1 else image
 
-    def heatmap_representation(self, size: tuple[int, int], kp_source: dict, kp_driving: dict) -> Tensor:
-        """``[0, G(kp_d) - G(kp_s)]``: (B, 1 + K*5, h, w)."""
-        heat = kp2gaussian(kp_driving["value"], size, self.kp_variance) - kp2gaussian(kp_source["value"], size, self.kp_variance)
+    def heatmap_representation(self, size: tuple[int, int], kp_source: dict, kp_driving: dict,
+                               gaussian_source: Tensor | None = None) -> Tensor:
+        """``[0, G(kp_d) - G(kp_s)]``: (B, 1 + K*5, h, w) (``gaussian_source``: ``G(kp_s)`` if already known)."""
+        if gaussian_source is None:
+            gaussian_source = kp2gaussian(kp_source["value"], size, self.kp_variance)
+        heat = kp2gaussian(kp_driving["value"], size, self.kp_variance) - gaussian_source
         return torch.cat([heat.new_zeros(heat.shape[0], 1, *size), heat], dim=1)
 
     def transformations(self, size: tuple[int, int], kp_source: dict, kp_driving: dict,
@@ -339,13 +342,24 @@ class ThinPlateSplineMotion(MotionEstimator):
         out = F.grid_sample(rep, transformations.reshape(b * k1, h, w, 2), align_corners=self.align_corners)
         return out.view(b, k1, c, h, w)
 
+    def prepare_source(self, source: Tensor, kp_source: dict) -> dict[str, Tensor]:
+        """The source-only inputs of :meth:`forward`: the downsampled source (``image``) and ``G(kp_s)``
+        (``gaussian``); streaming inference computes them once per video."""
+        image = self.downsample(source)
+        return {"image": image, "gaussian": kp2gaussian(kp_source["value"], tuple(image.shape[2:]), self.kp_variance)}
+
     def forward(self, source: Tensor, kp_source: dict, kp_driving: dict, driving: Tensor | None = None,
-                bg_param: Tensor | None = None) -> dict:
+                bg_param: Tensor | None = None, source_cache: dict[str, Tensor] | None = None) -> dict:
         if bg_param is None and driving is not None and self.use_background and self.bg_predictor is not None:
             bg_param = self.bg_predictor(source, driving)
-        image = self.downsample(source)
-        b, _, h, w = image.shape
-        heat = self.heatmap_representation((h, w), kp_source, kp_driving)
+        if source_cache is None:
+            source_cache = self.prepare_source(source, kp_source)
+        image = source_cache["image"]
+        b = kp_driving["value"].shape[0]
+        if image.shape[0] != b:  # a batch-1 source cache for a batch of driving frames (no copy)
+            image = image.expand(b, *image.shape[1:])
+        _, _, h, w = image.shape
+        heat = self.heatmap_representation((h, w), kp_source, kp_driving, source_cache["gaussian"])
         trans = self.transformations((h, w), kp_source, kp_driving, bg_param)
         deformed = self.deform_source(image, trans)
         levels = self.hourglass(torch.cat([heat, deformed.reshape(b, -1, h, w)], dim=1), return_all=True)
