@@ -525,7 +525,8 @@ class FramesDataset(Dataset):
     def _skip(self, i: int, err: Exception) -> None:
         if i not in self.bad:
             self.bad.add(i)
-            warnings.warn(f"skipping unreadable video {self.paths[i]}: {err}", DataWarning, stacklevel=3)
+            what = str(err) if str(self.paths[i]) in str(err) else f"{self.paths[i]}: {err}"
+            warnings.warn(f"skipping unreadable video: {what}", DataWarning, stacklevel=3)
 
     def __len__(self) -> int:
         if self.mode == "reconstruction":

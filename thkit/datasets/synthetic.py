@@ -331,6 +331,21 @@ def _mix(base: Tensor, colour: Tensor, alpha: Tensor) -> Tensor:
     return base + alpha[:, None] * (colour - base)
 
 
+class _torch_threads:
+    """Run a block with ``n`` torch threads.  The renderers use one: their many small ops gain little from
+    more, lose a lot when the cores are shared, and the pixels then never depend on the caller's setting."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
 class HeadRenderer:
     """Renders :class:`HeadIdentity` x :class:`HeadMotion` at ``size`` x ``size``, with exact landmarks.
 
@@ -489,7 +504,7 @@ class HeadRenderer:
         col, label = paint(col, label, (0.95, 0.94, 0.92), cov_eye, "eye_white")
         r = ((sgn * dx - gx) ** 2 + (Y - idt.eye_y - gy) ** 2).sqrt()
         col, label = paint(col, label, idt.iris, _coverage(r - idt.iris_r) * cov_eye, "iris")
-        col, label = paint(col, label, (0.03, 0.03, 0.03), _coverage(r - 0.45 * idt.iris_r) * cov_eye, "pupil")
+        col, label = paint(col, label, (0.03, 0.03, 0.03), _coverage(r - 0.5 * idt.iris_r) * cov_eye, "pupil")
         lash = torch.maximum((Y - (top - 0.004)).abs() - 0.008, dx.abs() - 1.05 * idt.eye_w)
         col, label = paint(col, label, hair_dark * 0.5, _coverage(lash), "lash")
         brow = torch.maximum((Y - (by + idt.brow_arch * dx**2)).abs() - idt.brow_thick, dx.abs() - 1.15 * idt.eye_w)
@@ -543,6 +558,10 @@ class HeadRenderer:
 
     # -- rendering ------------------------------------------------------------------------------------------
     def render(self, idt: HeadIdentity, motion: HeadMotion) -> dict[str, np.ndarray]:
+        with _torch_threads(1):
+            return self._render(idt, motion)
+
+    def _render(self, idt: HeadIdentity, motion: HeadMotion) -> dict[str, np.ndarray]:
         n = len(motion)
         frames, labels, lms, vis = [], [], [], []
         bg = self.background(idt)
@@ -784,6 +803,10 @@ class WarpRenderer:
         return sim(pts), sim(anchors)
 
     def render(self, motion: WarpMotion) -> dict[str, np.ndarray]:
+        with _torch_threads(1):
+            return self._render(motion)
+
+    def _render(self, motion: WarpMotion) -> dict[str, np.ndarray]:
         import torch.nn.functional as F
 
         dst, anchors = self.destinations(motion)
@@ -902,6 +925,21 @@ def _video_record(spec: VideoSpec, out: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _write_one(spec: VideoSpec, seed: int, frames: int, size: int, fmt: str, folder: str) -> tuple[str, dict]:
+    """Render video ``spec`` and write it under ``folder``; returns its ground-truth record."""
+    res = render_video(spec, seed, frames, size)
+    target = Path(folder) / spec.split / spec.name
+    if fmt == "png":
+        write_frames(target, res["frames"])
+    else:
+        write_video(target.with_name(spec.name + ".mp4"), res["frames"])
+    return f"{spec.split}/{spec.name}", _video_record(spec, res)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
 def write_synthetic_dataset(
     out: str | os.PathLike,
     videos: int = 100,
@@ -914,12 +952,14 @@ def write_synthetic_dataset(
     videos_per_identity: int = 1,
     overwrite: bool = False,
     progress: bool | None = True,
+    workers: int = 1,
 ) -> Path:
     """Write the synthetic dataset to ``out`` in the FOMM VoxCeleb layout, with ``ground_truth.json``.
 
     ``format='png'`` writes a folder of ``0000000.png ...`` per video; ``'mp4'`` one H.264 file per video
-    (visually lossless, not bit-exact).  The data is written to a temporary folder beside ``out`` and
-    moved into place at the end, so a reader never sees a half-written dataset.
+    (visually lossless, not bit-exact).  ``workers > 1`` renders videos in that many processes (the result
+    does not depend on it).  The data is written to a temporary folder beside ``out`` and moved into place
+    at the end, so a reader never sees a half-written dataset.
     """
     from tqdm import tqdm
 
@@ -930,12 +970,14 @@ def write_synthetic_dataset(
     if format == "mp4" and size % 2:
         raise ThkitError(f"synthetic dataset: mp4 (yuv420p) needs an even size, got {size}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    replace = out.exists()
+    if replace and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise ThkitError(f"{out} already exists and is not empty (use --overwrite to replace a synthetic dataset)")
         if not is_synthetic_dataset(out):
             raise ThkitError(f"{out} exists and is not a thkit synthetic dataset; refusing to overwrite it")
     specs = plan_videos(videos, test_fraction, warp_fraction, videos_per_identity)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -943,16 +985,26 @@ def write_synthetic_dataset(
         (tmp / split).mkdir(parents=True)
     generator = dict(videos=videos, frames=frames, size=size, seed=seed, format=format, test_fraction=test_fraction,
                      warp_fraction=warp_fraction, videos_per_identity=videos_per_identity)
-    records = {}
+    records: dict[str, dict] = {}
+    bar = tqdm(total=len(specs), desc=f"synth {out.name}", unit="video", disable=None if progress else True)
     try:
-        for spec in tqdm(specs, desc=f"synth {out.name}", unit="video", disable=None if progress else True):
-            res = render_video(spec, seed, frames, size)
-            target = tmp / spec.split / spec.name
-            if format == "png":
-                write_frames(target, res["frames"])
-            else:
-                write_video(target.with_name(spec.name + ".mp4"), res["frames"])
-            records[f"{spec.split}/{spec.name}"] = _video_record(spec, res)
+        jobs = [(spec, seed, frames, size, format, str(tmp)) for spec in specs]
+        if workers > 1 and len(specs) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ProcessPoolExecutor(min(workers, len(specs)), mp_context=ctx, initializer=_worker_init) as pool:
+                for fut in as_completed([pool.submit(_write_one, *job) for job in jobs]):
+                    key, rec = fut.result()
+                    records[key] = rec
+                    bar.update()
+        else:
+            for job in jobs:
+                key, rec = _write_one(*job)
+                records[key] = rec
+                bar.update()
+        bar.close()
         gt = {
             "format": FORMAT_TAG,
             "generator": generator,
@@ -960,19 +1012,20 @@ def write_synthetic_dataset(
             "coordinates": "pixel (x, y) of the stored frames, pixel centres at integers, origin top-left",
             "landmark_names": list(LANDMARK_NAMES),
             "flip_pairs": [list(p) for p in FLIP_PAIRS],
-            "videos": records,
+            "videos": {f"{v.split}/{v.name}": records[f"{v.split}/{v.name}"] for v in specs},
         }
         (tmp / GROUND_TRUTH_FILE).write_text(json.dumps(gt, separators=(",", ":")))
-        if out.exists():
+        if replace and out.exists():
             shutil.rmtree(out)
         try:
             os.rename(tmp, out)
         except OSError:
-            if is_synthetic_dataset(out):  # another process wrote it first
+            if not replace and is_synthetic_dataset(out):  # another process wrote it meanwhile: keep theirs
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 raise
     except BaseException:
+        bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
