@@ -353,3 +353,25 @@ def test_parallel_writing_gives_the_same_data(tmp_path):
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and len(files) == 10
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_id_sampling_draws_a_person_then_a_video(tmp_path):
+    for name in ("p1#a#0#1", "p1#b#0#1", "p2#c#0#1"):
+        _png_video(tmp_path / "train" / name, 2)
+    ds = FramesDataset(tmp_path, image_size=8, id_sampling=True, num_repeats=2)
+    assert len(ds) == 4  # two people, twice
+    torch.manual_seed(0)
+    seen = {k: {ds[k]["video"] for _ in range(20)} for k in range(2)}
+    assert seen == {0: {"p1#a#0#1", "p1#b#0#1"}, 1: {"p2#c#0#1"}}
+
+
+def test_data_info_names_unreadable_videos(tmp_path, capsys):
+    from thkit.cli import main
+
+    _png_video(tmp_path / "train" / "good", 3)
+    (tmp_path / "train" / "broken.mp4").write_bytes(b"nope")
+    assert main(["data", "info", str(tmp_path), "--sizes"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 2 videos, 3 frames, frame sizes [(16, 16)], 1 unreadable" in out and "broken.mp4" in out
+    assert main(["data", "info", str(tmp_path), "--strict"]) == 1
+    assert main(["data", "info", str(tmp_path / "missing")]) == 2
