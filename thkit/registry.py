@@ -29,6 +29,7 @@ from mmengine.registry import MODELS as MM_MODELS
 from mmengine.registry import TRANSFORMS as MM_TRANSFORMS
 from mmengine.registry import VISBACKENDS as MM_VISBACKENDS
 from mmengine.registry import Registry
+from mmengine.registry import root as _mm_root
 from mmengine.registry.build_functions import build_model_from_cfg
 
 SCOPE = "thkit"
@@ -62,8 +63,34 @@ MODELS = Registry("model", parent=MM_MODELS, scope=SCOPE, locations=["thkit.mode
 DATASETS = Registry("dataset", parent=MM_DATASETS, scope=SCOPE, locations=["thkit.datasets"])
 TRANSFORMS = Registry("transform", parent=MM_TRANSFORMS, scope=SCOPE, locations=["thkit.datasets"])
 METRICS = Registry("metric", parent=MM_METRICS, scope=SCOPE, locations=["thkit.metrics"])
-HOOKS = Registry("hook", parent=MM_HOOKS, scope=SCOPE, locations=["thkit.engine"])
-VISBACKENDS = Registry("vis_backend", parent=MM_VISBACKENDS, scope=SCOPE, locations=["thkit.engine"])
+
+# --- training engine: a thkit child of every other mmengine root the Runner builds from, so that a Runner with
+# default_scope='thkit' finds mmengine's own parts through the parent (without "Failed to search registry with
+# scope" warnings) and thkit's engine parts (thkit.engine.components) by name ------------------------------
+_ENGINE = "thkit.engine.components"
+HOOKS = Registry("hook", parent=MM_HOOKS, scope=SCOPE, locations=[_ENGINE])
+VISBACKENDS = Registry("vis_backend", parent=MM_VISBACKENDS, scope=SCOPE, locations=[_ENGINE])
+RUNNERS = Registry("runner", parent=_mm_root.RUNNERS, scope=SCOPE, locations=[_ENGINE])
+RUNNER_CONSTRUCTORS = Registry("runner constructor", parent=_mm_root.RUNNER_CONSTRUCTORS, scope=SCOPE,
+                               locations=[_ENGINE])
+LOOPS = Registry("loop", parent=_mm_root.LOOPS, scope=SCOPE, locations=[_ENGINE])
+STRATEGIES = Registry("strategy", parent=_mm_root.STRATEGIES, scope=SCOPE, locations=[_ENGINE])
+DATA_SAMPLERS = Registry("data sampler", parent=_mm_root.DATA_SAMPLERS, scope=SCOPE, locations=[_ENGINE])
+MODEL_WRAPPERS = Registry("model_wrapper", parent=_mm_root.MODEL_WRAPPERS, scope=SCOPE, locations=[_ENGINE])
+WEIGHT_INITIALIZERS = Registry("weight initializer", parent=_mm_root.WEIGHT_INITIALIZERS, scope=SCOPE,
+                               locations=[_ENGINE])
+OPTIMIZERS = Registry("optimizer", parent=_mm_root.OPTIMIZERS, scope=SCOPE, locations=[_ENGINE])
+OPTIM_WRAPPERS = Registry("optim_wrapper", parent=_mm_root.OPTIM_WRAPPERS, scope=SCOPE, locations=[_ENGINE])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry("optimizer wrapper constructor", parent=_mm_root.OPTIM_WRAPPER_CONSTRUCTORS,
+                                      scope=SCOPE, locations=[_ENGINE])
+PARAM_SCHEDULERS = Registry("parameter scheduler", parent=_mm_root.PARAM_SCHEDULERS, scope=SCOPE,
+                            locations=[_ENGINE])
+EVALUATOR = Registry("evaluator", parent=_mm_root.EVALUATOR, scope=SCOPE, locations=[_ENGINE])
+TASK_UTILS = Registry("task util", parent=_mm_root.TASK_UTILS, scope=SCOPE, locations=[_ENGINE])
+VISUALIZERS = Registry("visualizer", parent=_mm_root.VISUALIZERS, scope=SCOPE, locations=[_ENGINE])
+LOG_PROCESSORS = Registry("log_processor", parent=_mm_root.LOG_PROCESSORS, scope=SCOPE, locations=[_ENGINE])
+INFERENCERS = Registry("inferencer", parent=_mm_root.INFERENCERS, scope=SCOPE, locations=[_ENGINE])
+FUNCTIONS = Registry("function", parent=_mm_root.FUNCTIONS, scope=SCOPE, locations=[_ENGINE])
 
 
 @dataclass(frozen=True)
@@ -155,4 +182,21 @@ __all__ = [
     "METRICS",
     "HOOKS",
     "VISBACKENDS",
+    "RUNNERS",
+    "RUNNER_CONSTRUCTORS",
+    "LOOPS",
+    "STRATEGIES",
+    "DATA_SAMPLERS",
+    "MODEL_WRAPPERS",
+    "WEIGHT_INITIALIZERS",
+    "OPTIMIZERS",
+    "OPTIM_WRAPPERS",
+    "OPTIM_WRAPPER_CONSTRUCTORS",
+    "PARAM_SCHEDULERS",
+    "EVALUATOR",
+    "TASK_UTILS",
+    "VISUALIZERS",
+    "LOG_PROCESSORS",
+    "INFERENCERS",
+    "FUNCTIONS",
 ]

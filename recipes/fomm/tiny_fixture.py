@@ -15,3 +15,7 @@ model = dict(
 )
 
 discriminator = dict(block_expansion=4, max_features=32)
+
+# training at 64 px: the equivariance warp follows the model's convention, and the perceptual pyramid stops at
+# 0.25 (VGG-19 up to relu5_1 needs 16 x 16 pixels)
+losses = dict(equivariance=dict(align_corners=align_corners), perceptual=dict(scales=[1, 0.5, 0.25]))

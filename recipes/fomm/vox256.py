@@ -6,6 +6,8 @@
 # align_corners=True for the motion network's and the warper's grid_sample calls: the released weights were
 # trained on torch 1.0, whose grid_sample behaved as align_corners=True.  The official code run on today's torch
 # uses False (recipes/fomm/tiny_fixture.py; tests/test_fomm.py checks it against the official outputs).
+_base_ = ['../_base_/runtime.py', '../_base_/datasets/voxceleb.py', '../_base_/schedules/fomm_vox.py']
+
 image_size = 256
 input_range = (0, 1)
 num_kp = 10
@@ -37,3 +39,15 @@ discriminator = dict(
 
 # animate_params of config/vox-256.yaml (run.py --mode animate); the README demo uses adapt_movement_scale=True
 motion_transfer = dict(relative=True, relative_jacobian=True, adapt_movement_scale=False)
+
+# ---- training (config/vox-256.yaml train_params.loss_weights; `thkit train fomm/vox256`) ----------------------
+# perceptual: VGG-19 relu1_1..relu5_1 with weights [10] * 5 on a pyramid [1, 0.5, 0.25, 0.125].  The VGG-19 weights
+# are torchvision's ImageNet file (vgg19-dcbb9e9d.pth), read from $THKIT_VGG19_WEIGHTS or vgg_weights=...; without
+# it the loss warns loudly and uses a random VGG.  vox-256 trains no GAN (generator_gan 0): no discriminator step.
+losses = dict(
+    perceptual=dict(type='PerceptualPyramidLoss', weight=1.0, layer_weights=[10.0] * 5, scales=[1, 0.5, 0.25, 0.125],
+                    pyramid_mode='slice', input_range=input_range, vgg_weights=None),
+    equivariance=dict(type='EquivarianceLoss', value_weight=10.0, jacobian_weight=10.0, sigma_affine=0.05,
+                      sigma_tps=0.005, points_tps=5, tps_kernel='fomm', align_corners=align_corners),
+    adversarial=dict(type='LSGANLoss', weight=0, discriminator_weight=1.0, feature_matching=[0.0] * 4),
+)

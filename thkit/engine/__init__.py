@@ -1,4 +1,7 @@
-"""Training engine pieces (hooks, visualisation backends) on top of mmengine."""
-from thkit._imports import import_submodules
+"""Training on mmengine's Runner: ``thkit train RECIPE`` (see :mod:`thkit.engine.runner`).
 
-__all__ = import_submodules(__name__, __path__)
+This package is imported by the ``thkit`` command line (for :mod:`thkit.engine.cli`), so importing it stays
+light: nothing here imports mmengine's Runner.  The registered engine parts (training model, optimiser
+wrappers, sampler, loop, hooks) live in :mod:`thkit.engine.components`, which the engine registries of
+:mod:`thkit.registry` import on first use and :func:`thkit.engine.runner.build_runner` imports up front.
+"""

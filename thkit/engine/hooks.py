@@ -1,0 +1,304 @@
+"""Training hooks: crash-safe checkpoints that resume exactly, a progress bar, sample grids, records and
+loss curves, and the final weights as a thkit checkpoint.
+
+=========================  ==================================================================================
+``AtomicCheckpointHook``    mmengine's ``CheckpointHook`` writing atomically, in a crash-safe order, with the
+                            random generators' states (exact resume); see :mod:`thkit._compat.mmengine`
+``ProgressBarHook``         tqdm bar: iteration, ETA, iterations/s and the current losses (terminals only by
+                            default; the logger hook prints the same numbers into the log every N iterations)
+``SampleGridHook``          every ``interval`` iterations a PNG grid (source, driving, prediction, warped
+                            source, flow, occlusion) of fixed samples in ``work_dir/samples``, also sent to
+                            the visualiser (TensorBoard)
+``TrainRecordsHook``        every iteration's losses in ``work_dir/records/train.jsonl`` (validation results in
+                            ``val.jsonl``), and ``work_dir/records/loss_curves.png`` at the end
+``ExportWeightsHook``       at the end, ``work_dir/<name>.pth``: a thkit checkpoint (generator and
+                            discriminator weights only) for ``thkit build --checkpoint`` and inference
+=========================  ==================================================================================
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import os.path as osp
+import sys
+from typing import Any
+
+import torch
+from mmengine.dist import is_main_process, master_only
+from mmengine.hooks import CheckpointHook, Hook
+
+from thkit._compat.mmengine import save_checkpoint_with_step
+from thkit.engine.rng import capture_rng_state, isolated_rng
+from thkit.registry import HOOKS
+
+RNG_KEY = "thkit_rng_state"
+
+
+def _scalar(v: Any) -> float | None:
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            return None
+        return float(v.detach().float())
+    if isinstance(v, (int, float)):
+        return float(v)
+    return None
+
+
+def _trainer(runner):
+    from thkit.engine.trainer import unwrap
+
+    return unwrap(runner.model)
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` that writes checkpoints atomically (``.tmp`` + fsync + rename), updates
+    ``last_checkpoint`` atomically after the checkpoint is complete, deletes old checkpoints only after
+    that, and stores the random generators' states so that ``--resume`` continues the exact random stream.
+    Same arguments as mmengine's ``CheckpointHook``."""
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        save_checkpoint_with_step(self, runner, step, meta)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[RNG_KEY] = capture_rng_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # restored by ResumableIterBasedTrainLoop right before the first resumed iteration
+        runner._thkit_resume_rng = checkpoint.get(RNG_KEY)
+
+
+@HOOKS.register_module()
+class ProgressBarHook(Hook):
+    """A tqdm progress bar with ETA, iterations per second and the current losses.
+
+    Args:
+        enabled: ``'auto'`` (only when stderr is a terminal), True or False.
+        keys: loss names to show (default: ``loss_g``, ``loss_d`` and the first few terms).
+        max_terms: how many terms to show when ``keys`` is not given.
+    """
+
+    priority = "BELOW_NORMAL"
+
+    def __init__(self, enabled: bool | str = "auto", keys: list[str] | None = None, max_terms: int = 4):
+        self.enabled = enabled
+        self.keys = keys
+        self.max_terms = int(max_terms)
+        self.bar = None
+
+    def before_train(self, runner) -> None:
+        on = sys.stderr.isatty() if self.enabled == "auto" else bool(self.enabled)
+        if not (on and is_main_process()):
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="train", unit="it", dynamic_ncols=True,
+                        file=sys.stderr, leave=True, mininterval=0.5)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.bar is None:
+            return
+        values = {k: _scalar(v) for k, v in (outputs or {}).items()}
+        values = {k: v for k, v in values.items() if v is not None}
+        keys = self.keys or ([k for k in ("loss_g", "loss_d") if k in values]
+                             + [k for k in values if k not in ("loss_g", "loss_d")][: self.max_terms])
+        self.bar.set_postfix({k: f"{values[k]:.4g}" for k in keys if k in values}, refresh=False)
+        self.bar.update(1)
+
+    def after_train(self, runner) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@HOOKS.register_module()
+class SampleGridHook(Hook):
+    """Every ``interval`` iterations (and after the last one) write a PNG grid of fixed samples.
+
+    Rows are ``num_samples`` fixed (source, driving) pairs, from the validation set when there is one, else
+    from the training set (with fixed seeds); columns: source, driving, prediction, deformed (source warped by
+    the flow), flow (colour wheel: hue = direction, saturation = magnitude), occlusion.  Files go to
+    ``work_dir/<out_dir>/iter_<N>.png`` and the image to the visualiser (``samples``, for TensorBoard).
+    Runs with the random generators isolated, so it never changes the training.
+
+    Args:
+        interval: iterations between grids (0 = only at the end).
+        num_samples: rows.
+        out_dir: folder inside the work dir.
+    """
+
+    priority = "LOW"
+
+    def __init__(self, interval: int = 1000, num_samples: int = 4, out_dir: str = "samples"):
+        self.interval = int(interval)
+        self.num_samples = int(num_samples)
+        self.out_dir = out_dir
+        self._batch: dict[str, torch.Tensor] | None = None
+
+    def _fixed_batch(self, runner) -> dict[str, torch.Tensor]:
+        if self._batch is not None:
+            return self._batch
+        dataset = None
+        if runner.val_loop is not None and not isinstance(runner.val_loop, dict):
+            dataset = runner.val_loop.dataloader.dataset
+        elif runner._val_dataloader is not None and not isinstance(runner._val_dataloader, dict):
+            dataset = runner._val_dataloader.dataset
+        keyed = False
+        if dataset is None:
+            dataset = runner.train_dataloader.dataset
+            keyed = type(dataset).__name__ == "SeededDataset"
+        n = min(self.num_samples, len(dataset))
+        idx = sorted({int(round(i * (len(dataset) - 1) / max(1, n - 1))) for i in range(n)})
+        items = []
+        with isolated_rng(0):
+            for i in idx:
+                items.append(dataset[(i, 1000 + i)] if keyed else dataset[i])
+        self._batch = {k: torch.stack([it[k] for it in items]) for k in ("source", "driving")}
+        return self._batch
+
+    @master_only
+    def write(self, runner, step: int) -> str:
+        trainer = _trainer(runner)
+        gen = trainer.gen
+        batch = self._fixed_batch(runner)
+        was_training = gen.training
+        gen.eval()
+        try:
+            with isolated_rng(0), torch.no_grad():
+                data, out = trainer.reconstruct(dict(batch))
+        finally:
+            gen.train(was_training)
+        from thkit.engine.visualize import make_grid, sample_columns, save_png
+
+        grid = make_grid(sample_columns(data, out, trainer.input_range))
+        path = save_png(grid, osp.join(runner.work_dir, self.out_dir, f"iter_{step:07d}.png"))
+        try:
+            runner.visualizer.add_image("samples", grid, step=step)
+        except Exception as e:  # noqa: BLE001 - a visualiser backend failure must not stop training
+            runner.logger.warning(f"SampleGridHook: the visualiser could not take the image: {e}")
+        return str(path)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        step = runner.iter + 1
+        if (self.interval > 0 and step % self.interval == 0) or step == runner.max_iters:
+            self.write(runner, step)
+
+
+@HOOKS.register_module()
+class TrainRecordsHook(Hook):
+    """Every iteration's logged values as JSON lines (``records/train.jsonl``), validation results
+    (``records/val.jsonl``), and a loss-curve PNG (``records/loss_curves.png``) at the end.
+
+    On resume the records past the resumed iteration (written by the interrupted run after its last
+    checkpoint) are dropped, so the files describe one consistent run.
+
+    Args:
+        out_dir: folder inside the work dir.
+        plot: write the loss-curve PNG at the end (needs matplotlib).
+        flush_interval: write to disk every N iterations (and at checkpoints and the end).
+    """
+
+    priority = "LOW"
+
+    def __init__(self, out_dir: str = "records", plot: bool = True, flush_interval: int = 10):
+        self.out_dir = out_dir
+        self.plot = bool(plot)
+        self.flush_interval = max(1, int(flush_interval))
+        self._pending: list[str] = []
+
+    def _path(self, runner, name: str) -> str:
+        return osp.join(runner.work_dir, self.out_dir, name)
+
+    @master_only
+    def before_train(self, runner) -> None:
+        os.makedirs(osp.join(runner.work_dir, self.out_dir), exist_ok=True)
+        from thkit._compat.mmengine import atomic_write_text
+        from thkit.engine.visualize import read_jsonl
+
+        for name in ("train.jsonl", "val.jsonl"):
+            path = self._path(runner, name)
+            if osp.isfile(path):
+                rows = [r for r in read_jsonl(path) if int(r.get("iter", 0)) <= runner.iter]
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def _flush(self, runner) -> None:
+        if self._pending:
+            with open(self._path(runner, "train.jsonl"), "a") as f:
+                f.writelines(self._pending)
+            self._pending = []
+
+    @master_only
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        row: dict[str, Any] = {"iter": runner.iter + 1}
+        for k, v in (outputs or {}).items():
+            s = _scalar(v)
+            if s is not None:
+                row[k] = s if math.isfinite(s) else str(s)
+        hub = runner.message_hub
+        for key, buf in hub.log_scalars.items():
+            name = key.split("/", 1)[1] if key.startswith("train/") else None
+            if name and (name.endswith("lr") or name in ("time", "data_time")) and name not in row:
+                row[name] = float(buf.current())
+        self._pending.append(json.dumps(row) + "\n")
+        if len(self._pending) >= self.flush_interval:
+            self._flush(runner)
+
+    @master_only
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._flush(runner)
+
+    @master_only
+    def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
+        row: dict[str, Any] = {"iter": runner.iter}
+        for k, v in (metrics or {}).items():
+            s = _scalar(v)
+            if s is not None and math.isfinite(s):
+                row[k] = s
+        with open(self._path(runner, "val.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    @master_only
+    def after_train(self, runner) -> None:
+        self._flush(runner)
+        if not self.plot:
+            return
+        from thkit.engine.visualize import plot_loss_curves, read_jsonl
+
+        try:
+            plot_loss_curves(read_jsonl(self._path(runner, "train.jsonl")), self._path(runner, "loss_curves.png"),
+                             val=read_jsonl(self._path(runner, "val.jsonl")),
+                             title=f"{runner.experiment_name}: losses")
+        except ImportError as e:
+            runner.logger.warning(f"TrainRecordsHook: no loss-curve PNG ({e}); install matplotlib")
+
+
+@HOOKS.register_module()
+class ExportWeightsHook(Hook):
+    """After training, write the generator (``model``) and discriminator weights as a thkit checkpoint
+    (``work_dir/<filename>``), loadable with ``thkit build RECIPE --checkpoint FILE`` and by inference.
+
+    Args:
+        filename: file name inside the work dir.
+    """
+
+    priority = "LOWEST"
+
+    def __init__(self, filename: str = "weights.pth"):
+        self.filename = filename
+
+    @master_only
+    def after_train(self, runner) -> None:
+        from thkit.checkpoint import save_checkpoint
+
+        trainer = _trainer(runner)
+        sds = {"model": trainer.gen.state_dict()}
+        if trainer.disc is not None:
+            sds["discriminator"] = trainer.disc.state_dict()
+        meta = {"iteration": int(runner.iter), "experiment": str(runner.experiment_name),
+                "recipe": osp.join(runner.work_dir, "recipe.py")}
+        path = save_checkpoint(osp.join(runner.work_dir, self.filename), sds, meta)
+        runner.logger.info(f"generator weights written to {path}")
+
+
+__all__ = ["AtomicCheckpointHook", "ExportWeightsHook", "ProgressBarHook", "SampleGridHook", "TrainRecordsHook"]
