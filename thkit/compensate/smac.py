@@ -74,6 +74,14 @@ def linspace_grid(height: int, width: int, dtype=torch.float32, device=None) -> 
     return torch.stack([gx, gy], dim=-1)
 
 
+def _code_vectors(codebook, sel) -> Tensor:
+    """The selected code vectors; detached when autograd is off (a view of a parameter made under ``no_grad`` /
+    ``inference_mode`` requires grad but has no grad_fn, which trips torch's module tracker, e.g. in
+    :class:`~torch.utils.flop_counter.FlopCounterMode`)."""
+    codes = codebook.codes(sel)
+    return codes if torch.is_grad_enabled() else codes.detach()
+
+
 def _token_grid(size: Sequence[int]) -> tuple[int, int]:
     """Spatial size after :class:`~thkit.layers.vqgan.VQDownsample` (pad 1 right/bottom, 3x3 stride 2)."""
     return tuple((int(n) - 2) // 2 + 1 for n in size)  # type: ignore[return-value]
@@ -287,7 +295,7 @@ class MotionCodebookCompensation(nn.Module):
         tokens = self.token_mix(torch.cat([flow_tokens, query], dim=1))
 
         sel = self.codes(index)
-        retrieved = self.transformer(tokens, self.codebook.codes(sel))
+        retrieved = self.transformer(tokens, _code_vectors(self.codebook, sel))
 
         motion = self.motion_encoder(rel, _resize(retrieved, (h, w)))
         context = _resize(F.relu(self.context_proj[index](prev)), (h, w))
@@ -372,7 +380,7 @@ class AppearanceCodebookCompensation(nn.Module):
         tokens, grid = self.embed[index](feature)
         mask = self.outside_mask(flow, grid) if self.mask_outside and flow is not None else None
         sel = self.codes(index)
-        tokens = self.transformer(tokens, self.codebook.codes(sel), size=grid, key_padding_mask=mask)
+        tokens = self.transformer(tokens, _code_vectors(self.codebook, sel), size=grid, key_padding_mask=mask)
         return self.unembed[index](tokens, grid)
 
     def quantize(self, index: int, feature: Tensor) -> dict[str, Any]:
