@@ -183,7 +183,7 @@ def test_flows_and_occlusions_from_official_motion(fx, official_motion_run):
 def test_compensated_features_from_official_motion(fx, official_motion_run):
     _, _, comp, _ = official_motion_run
     g = fx["outputs"]["net_g_inference"]
-    for i, (a, b) in enumerate(zip(comp["features_before_appearance"], g["app_before_comp_list"])):
+    for i, (a, b) in enumerate(zip(comp["warped_features"][::-1], g["app_before_comp_list"])):
         _close(a, b, FEAT_ATOL, f"app_before_comp_list[{i}]")
         _close(a, g["deform_feat_list"][i], FEAT_ATOL, f"deform_feat_list[{i}]")
     after = comp["features"][::-1]  # the compensator returns fine to coarse

@@ -82,7 +82,7 @@ def test_smc_compensates_motion_at_one_scale(variants):
     assert len(c.motion.feature_proj) == len(c.motion.context_proj) == 1
     assert c.motion.codes(0) == slice(0, c.motion.codebook.num_codes)  # one scale served: all codes
     assert len(out["deformation_list"]) == 2 and len(out["occlusion_list"]) == 1
-    before, after = out["features_before_appearance"], out["compensated_features"][::-1]
+    before, after = out["warped_features"][::-1], out["compensated_features"][::-1]
     assert all(torch.equal(a, b) for a, b in zip(before, after))  # no appearance compensation anywhere
     assert not _has(model, "appearance")
 
@@ -101,7 +101,7 @@ def test_mmc_sac_compensates_appearance_at_one_scale(variants):
     assert c.motion_scales == [0, 1, 2, 3] and c.appearance_scales == [0]
     assert len(c.appearance.embed) == 1 and c.appearance.embed[0].patch == 1
     assert c.appearance.codes(0) == slice(0, c.appearance.codebook.num_codes)
-    before, after = out["features_before_appearance"], out["compensated_features"][::-1]
+    before, after = out["warped_features"][::-1], out["compensated_features"][::-1]
     assert not torch.equal(before[0], after[0])
     assert all(torch.equal(a, b) for a, b in zip(before[1:], after[1:]))
 
@@ -111,8 +111,18 @@ def test_full_compensates_both_at_every_scale(variants):
     c = model.compensator
     assert c.motion_scales == c.appearance_scales == [0, 1, 2, 3]
     assert [e.patch for e in c.appearance.embed] == [1, 2, 4, 8]
-    before, after = out["features_before_appearance"], out["compensated_features"][::-1]
+    before, after = out["warped_features"][::-1], out["compensated_features"][::-1]
     assert all(not torch.equal(a, b) for a, b in zip(before, after))
+    # the compensator warps the raw features itself: the model does not pre-warp them with the unrefined flow
+    calls = []
+    hook = model.warper.register_forward_hook(lambda m, a, o: calls.append(tuple(a[0].shape[-2:])))
+    try:
+        with torch.no_grad():
+            model(*_images(SIZE))
+    finally:
+        hook.remove()
+    # per scale, coarse to fine: the MCC query warp (current flow) and the final warp (refined flow)
+    assert calls == [(8, 8), (8, 8), (16, 16), (16, 16), (32, 32), (32, 32), (64, 64), (64, 64)]
     counts = {n: sum(p.numel() for p in variants[n][0].parameters()) for n in VARIANTS}
     assert counts["baseline"] < counts["smc"] < counts["mmc"] < counts["mmc_sac"] < counts["full"]
 

@@ -79,11 +79,15 @@ class Compensator(Part):
 
     ``warped`` are the warped, occluded encoder features (fine to coarse); ``ctx`` is the
     :class:`GenerationContext` (source, keypoints, motion dict, raw encoder features, the warper).  A
-    compensator may refine the flow; it returns refined flows under ``deformation_list``.
+    compensator may refine the flow; it returns refined flows under ``deformation_list``.  One that warps the
+    raw features itself (with the flows it refines) sets ``warps_features = True``: the model then skips its
+    own warping, passes ``warped=None`` and takes ``warped_features`` from the compensator's output.
     """
 
     contract_attrs = ("forward",)
     contract_outputs = ("features",)
+    #: the compensator warps ``ctx['features']`` itself; the model does not pre-warp them
+    warps_features: bool = False
 
 
 class Decoder(Part):

@@ -422,13 +422,18 @@ class MultiScaleCodebookCompensator(Compensator):
             the encoder's feature after the first residual unit of the coarsest level, not its latent).
             ``None``: the encoder's outputs as they are (their number must be ``num_scales``).
 
-    Returns ``features`` (compensated, fine to coarse, for the decoder) and, in processing order (coarse to
+    It warps the raw features itself (``warps_features = True``: the model's own warp with the unrefined
+    flow is skipped; ``warped`` is ignored).
+
+    Returns ``features`` (compensated, fine to coarse, for the decoder), ``warped_features`` (the features
+    warped by the refined flow and occlusion, before ACC, fine to coarse) and, in processing order (coarse to
     fine): ``deformation_list`` (the initial flow, then one per MCC step), ``occlusion_list`` (one per MCC
-    step), ``residual_deformations`` (grid units), ``features_before_appearance`` (the warped, occluded
-    features). In training mode also ``motion_vq`` and ``motion_reconstructions`` (pixels; for
+    step), ``residual_deformations`` (grid units). In training mode also ``motion_vq`` and ``motion_reconstructions`` (pixels; for
     :class:`~thkit.losses.smac.FlowReconstructionLoss`) per MCC step, and, when the driving frame is known,
     ``appearance_vq`` per ACC scale (for :class:`~thkit.losses.smac.CodebookLoss`).
     """
+
+    warps_features = True
 
     def __init__(self, channels: Sequence[int], patch_sizes: Sequence[int] | None = None, motion: dict | None = None,
                  appearance: dict | None = None, motion_scales: Sequence[int] | None = None,
@@ -473,7 +478,7 @@ class MultiScaleCodebookCompensator(Compensator):
     def extra_repr(self) -> str:
         return f"channels={self.channels}, motion_scales={self.motion_scales}, appearance_scales={self.appearance_scales}"
 
-    def forward(self, warped: Sequence[Tensor], ctx: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, warped: Sequence[Tensor] | None, ctx: dict[str, Any]) -> dict[str, Any]:
         for key in ("features", "motion", "warper"):
             if key not in ctx:
                 raise ValueError(f"MultiScaleCodebookCompensator needs ctx[{key!r}] (built by TalkingHeadModel)")
@@ -499,11 +504,10 @@ class MultiScaleCodebookCompensator(Compensator):
                                  "return_driving_heatmap=True)")
             kp_tokens = self.motion.encode_keypoints(motion["driving_kp_heatmap"], flow.shape[1:3])
 
-        out: dict[str, Any] = {"deformation_list": [flow], "occlusion_list": [], "residual_deformations": [],
-                               "features_before_appearance": []}
+        out: dict[str, Any] = {"deformation_list": [flow], "occlusion_list": [], "residual_deformations": []}
         if training and self.motion is not None:
             out["motion_vq"], out["motion_reconstructions"] = [], []
-        compensated = []
+        compensated, warped_levels = [], []
         for s, feat in enumerate(levels):
             if s in self.motion_scales:
                 step = self.motion(self.motion_scales.index(s), flow, occ, feat, kp_tokens, warper, quantize=training)
@@ -515,11 +519,12 @@ class MultiScaleCodebookCompensator(Compensator):
                     out["motion_vq"].append(step["vq"])
                     out["motion_reconstructions"].append(step["reconstruction"])
             x = warper(feat, flow, occ)
-            out["features_before_appearance"].append(x)
+            warped_levels.append(x)
             if s in self.appearance_scales:
                 x = self.appearance(self.appearance_scales.index(s), x, flow)
             compensated.append(x)
         out["features"] = compensated[::-1]
+        out["warped_features"] = warped_levels[::-1]
         if training and self.appearance is not None and ctx.get("driving") is not None:
             out["appearance_vq"] = self.appearance_targets(ctx)
         return out

@@ -90,8 +90,10 @@ class TalkingHeadModel(TalkingHeadModelBase):
         check_output("motion", motion, "motion")
         deformation, occlusion = motion["deformation"], motion["occlusion_map"]
         levels = range(len(features)) if self.warp_levels is None else self.warp_levels
-        warped = [self.warper(features[i], deformation, occlusion) for i in levels]
         raw = [features[i] for i in levels]
+        # a compensator that warps the raw features itself (with flows it refines) gets no pre-warped ones
+        own_warp = self.compensator is not None and getattr(self.compensator, "warps_features", False)
+        warped = None if own_warp else [self.warper(f, deformation, occlusion) for f in raw]
         ctx = GenerationContext(
             source=source,
             kp_source=kp_source,
@@ -106,7 +108,8 @@ class TalkingHeadModel(TalkingHeadModelBase):
         out: dict[str, Any] = dict(motion)
         out["kp_source"], out["kp_driving"] = kp_source, kp_driving
         out["deformed"] = ctx["deformed"]
-        out["warped_features"] = warped
+        if warped is not None:
+            out["warped_features"] = warped
         if self.compensator is not None:
             comp = self.compensator(warped, ctx)
             check_output("compensator", comp, "compensator")
