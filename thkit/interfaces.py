@@ -52,6 +52,11 @@ class MotionEstimator(Part):
     Returns at least ``deformation`` (B, h, w, 2) and ``occlusion_map`` (a list, coarse to fine, possibly
     empty when the estimator predicts no occlusion).  Extra keys (masks, sparse motions, heatmaps) are kept
     in the model output for losses and visualisation.
+
+    Optional: ``prepare_source(source, kp_source) -> dict`` returns what depends on the source only (e.g. the
+    downsampled source); :class:`~thkit.models.talking_head.TalkingHeadModel` then computes it once per
+    source in ``encode_source`` and passes it back as ``forward(..., source_cache=...)`` (it may have batch 1
+    for a batch of driving keypoints).  Estimators without it are called without ``source_cache``.
     """
 
     contract_attrs = ("forward",)

@@ -450,9 +450,10 @@ def run_eval_command(args) -> int:
     """``thkit eval`` (arguments from :mod:`thkit.inference.cli`)."""
     from thkit.cli import _console
     from thkit.inference.animate import load_model, motion_settings, resolve_device
-    from thkit.inference.cli import _batch_size
+    from thkit.inference.cli import _batch_size, _set_threads
 
     device = resolve_device(args.device)
+    _set_threads(args)
     if not Path(args.data).is_dir():
         raise InputFileError(f"dataset folder {args.data} does not exist")
     if args.protocol != "cross-id" and args.pairs:
