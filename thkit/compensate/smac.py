@@ -281,6 +281,9 @@ class MotionCodebookCompensation(nn.Module):
         ``occlusion`` (refined), ``residual`` (grid units) and, with ``quantize``, ``vq`` (the codebook's output
         for the flow tokens) and ``reconstruction`` (the flow decoded from the codes, pixels, (B, h, w, 2)).
         """
+        if not isinstance(occlusion, Tensor):
+            n = len(occlusion) if hasattr(occlusion, "__len__") else "?"
+            raise ValueError(f"MCC refines one occlusion map; the motion estimator must predict exactly one (got {n})")
         b, h, w, _ = flow.shape
         to_pixel = flow.new_tensor([(w - 1) / 2.0, (h - 1) / 2.0])
         rel = ((flow - linspace_grid(h, w, flow.dtype, flow.device)) * to_pixel).permute(0, 3, 1, 2)
@@ -301,8 +304,6 @@ class MotionCodebookCompensation(nn.Module):
         context = _resize(F.relu(self.context_proj[index](prev)), (h, w))
         delta = self.refine(motion, context)
         residual = delta[:, :2].permute(0, 2, 3, 1) / to_pixel
-        if not isinstance(occlusion, Tensor):
-            raise ValueError("MCC refines one occlusion map; the motion estimator must predict exactly one")
         out = {
             "deformation": flow + residual,
             "occlusion": torch.sigmoid(_resize(occlusion, (h, w)) + delta[:, 2:3]),
@@ -428,7 +429,8 @@ class MultiScaleCodebookCompensator(Compensator):
     Returns ``features`` (compensated, fine to coarse, for the decoder), ``warped_features`` (the features
     warped by the refined flow and occlusion, before ACC, fine to coarse) and, in processing order (coarse to
     fine): ``deformation_list`` (the initial flow, then one per MCC step), ``occlusion_list`` (one per MCC
-    step), ``residual_deformations`` (grid units). In training mode also ``motion_vq`` and ``motion_reconstructions`` (pixels; for
+    step), ``residual_deformations`` (grid units). In training mode also ``motion_vq`` and
+    ``motion_reconstructions`` (pixels; for
     :class:`~thkit.losses.smac.FlowReconstructionLoss`) per MCC step, and, when the driving frame is known,
     ``appearance_vq`` per ACC scale (for :class:`~thkit.losses.smac.CodebookLoss`).
     """
@@ -476,7 +478,8 @@ class MultiScaleCodebookCompensator(Compensator):
             raise ValueError(f"target_indices {self.target_indices} must give one encoder output per scale ({n})")
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, motion_scales={self.motion_scales}, appearance_scales={self.appearance_scales}"
+        return (f"channels={self.channels}, motion_scales={self.motion_scales}, "
+                f"appearance_scales={self.appearance_scales}")
 
     def forward(self, warped: Sequence[Tensor] | None, ctx: dict[str, Any]) -> dict[str, Any]:
         for key in ("features", "motion", "warper"):

@@ -20,14 +20,16 @@ official                                                    thkit (``model.``)
 ``net_g.generator.blocks.i``                                ``decoder.blocks.i``
 ``net_g.fuse_convs_dict.{S}.{encode_enc,scale,shift}``       ``decoder.fusion.j.{encode,scale,shift}`` (j: rank of S)
 ``net_g.fuse_ms_dict.{S}``                                  ``decoder.fusion.j.add``
-``net_g.quantize_motion`` / ``position_emb_motion``         ``compensator.motion.codebook`` / ``.transformer.position_emb``
+``net_g.quantize_motion`` / ``position_emb_motion``         ``compensator.motion.codebook`` / ``.transformer.
+                                                            position_emb``
 ``net_g.motion_block.i``                                    ``compensator.motion.transformer.layers.i``
 ``net_g.motion_emb`` / ``to_motion``                        ``compensator.motion.flow_encoder`` / ``.flow_decoder``
 ``net_g.driving_kp_enc``, ``warped_source_enc_{S}``          ``compensator.motion.kp_proj``, ``.feature_proj.j``
 ``net_g.motion_query_enc_1`` / ``_2``                       ``compensator.motion.query_mix`` / ``.token_mix``
 ``net_g.BasicMotionEncoder``, ``to_context.k``, ``refine``  ``compensator.motion.motion_encoder``, ``.context_proj.k``,
                                                             ``.refine``
-``net_g.quantize_app`` / ``position_emb_app``               ``compensator.appearance.codebook`` / ``.transformer.position_emb``
+``net_g.quantize_app`` / ``position_emb_app``               ``compensator.appearance.codebook`` / ``.transformer.
+                                                            position_emb``
 ``net_g.app_block.i``                                       ``compensator.appearance.transformer.layers.i``
 ``net_g.app_feat_emb_{S}``, ``to_app_feat_{S}``             ``compensator.appearance.embed.j.proj``, ``.unembed.j.proj``
                                                             (1x1 conv weights at S = 32 become Linear weights)
@@ -78,16 +80,16 @@ HG_BLOCK = frozenset({f"conv.{p}" for p in ("weight", "bias")} | {f"norm.{p}" fo
 #: allowed leaf sets, required, family (an indexed group that must be gapless), size family (ranked by S))
 Rule = tuple[str, str, Sequence[frozenset], bool, "str | None", "str | None"]
 
-_HG = r"(?P<mod>{p}\.hourglass\.(?P<part>encoder\.down_blocks|decoder\.up_blocks)\.(?P<i>\d+))\.(?P<leaf>.+)"
+_HG = r"(?P<mod>{p}\.(?P<part>encoder\.down_blocks|decoder\.up_blocks)\.(?P<i>\d+))\.(?P<leaf>.+)"
 
 RULES: dict[str, list[Rule]] = {
     "motion_estimator": [
-        (r"(?P<mod>kp_detector\.predictor\.(?P<part>encoder\.down_blocks|decoder\.up_blocks)\.(?P<i>\d+))\.(?P<leaf>.+)",
+        (_HG.format(p=r"kp_detector\.predictor"),
          "keypoint_detector.predictor.{part}.{i}", [HG_BLOCK], True, "kp_detector.predictor.{part}", None),
         (r"(?P<mod>kp_detector\.kp)\.(?P<leaf>.+)", "keypoint_detector.kp", [CONV], True, None, None),
         (r"(?P<mod>kp_detector\.jacobian)\.(?P<leaf>.+)", "keypoint_detector.jacobian", [CONV], False, None, None),
         (r"(?P<mod>kp_detector\.down)\.(?P<leaf>.+)", "keypoint_detector.down", [KERNEL], False, None, None),
-        (_HG.format(p=r"dense_motion_network"), "motion.hourglass.{part}.{i}", [HG_BLOCK], True,
+        (_HG.format(p=r"dense_motion_network\.hourglass"), "motion.hourglass.{part}.{i}", [HG_BLOCK], True,
          "dense_motion_network.hourglass.{part}", None),
         (r"(?P<mod>dense_motion_network\.mask)\.(?P<leaf>.+)", "motion.mask", [CONV], True, None, None),
         (r"(?P<mod>dense_motion_network\.occlusion)\.(?P<leaf>.+)", "motion.occlusion", [CONV], True, None, None),
@@ -140,7 +142,8 @@ RULES: dict[str, list[Rule]] = {
          [CONV], False, None, "appearance_scales_out"),
     ],
     "net_d": [
-        (r"(?P<mod>main\.(?P<i>\d+))\.(?P<leaf>.+)", "main.{i}", [CONV, CONV_NOBIAS, BN], True, None, None),  # LeakyReLUs own no tensors: no gap check
+        # the LeakyReLUs own no tensors, so the indices have gaps: no family check
+        (r"(?P<mod>main\.(?P<i>\d+))\.(?P<leaf>.+)", "main.{i}", [CONV, CONV_NOBIAS, BN], True, None, None),
     ],
 }
 
