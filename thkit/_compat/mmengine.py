@@ -245,18 +245,33 @@ def save_checkpoint_with_step(hook, runner, step: int, meta: dict) -> None:
 
     from mmengine.dist import is_main_process
 
-    stale = []
-    if hook.max_keep_ckpts > 0 and not (len(hook.keep_ckpt_ids) > 0 and hook.keep_ckpt_ids[-1] == step):
-        while len(hook.keep_ckpt_ids) >= hook.max_keep_ckpts:
-            stale.append(hook.keep_ckpt_ids.popleft())
-        hook.keep_ckpt_ids.append(step)
-        runner.message_hub.update_info("keep_ckpt_ids", list(hook.keep_ckpt_ids))
+    import collections
+
+    hub = runner.message_hub
+    old_ids, old_last = list(getattr(hook, "keep_ckpt_ids", [])), hub.get_info("last_ckpt")
+    ids, stale = list(old_ids), []
+    if hook.max_keep_ckpts > 0 and not (ids and ids[-1] == step):
+        ids.append(step)
+        while len(ids) > hook.max_keep_ckpts:
+            stale.append(ids.pop(0))
+    if hook.max_keep_ckpts > 0:
+        hub.update_info("keep_ckpt_ids", list(ids))  # saved inside the checkpoint, as mmengine does
     ckpt_filename = hook.filename_tmpl.format(step)
-    hook.last_ckpt = hook.file_backend.join_path(hook.out_dir, ckpt_filename)
-    runner.message_hub.update_info("last_ckpt", hook.last_ckpt)
-    runner.save_checkpoint(hook.out_dir, ckpt_filename, hook.file_client_args, save_optimizer=hook.save_optimizer,
-                           save_param_scheduler=hook.save_param_scheduler, meta=meta, by_epoch=hook.by_epoch,
-                           backend_args=hook.backend_args, **hook.args)
+    last = hook.file_backend.join_path(hook.out_dir, ckpt_filename)
+    hub.update_info("last_ckpt", last)
+    try:
+        runner.save_checkpoint(hook.out_dir, ckpt_filename, hook.file_client_args, save_optimizer=hook.save_optimizer,
+                               save_param_scheduler=hook.save_param_scheduler, meta=meta, by_epoch=hook.by_epoch,
+                               backend_args=hook.backend_args, **hook.args)
+    except BaseException:
+        if hook.max_keep_ckpts > 0:
+            hub.update_info("keep_ckpt_ids", old_ids)
+        if old_last is not None:
+            hub.update_info("last_ckpt", old_last)
+        raise
+    hook.last_ckpt = last
+    if hook.max_keep_ckpts > 0:
+        hook.keep_ckpt_ids = collections.deque(ids, hook.max_keep_ckpts)
     if not is_main_process():
         return
     atomic_write_text(osp.join(runner.work_dir, "last_checkpoint"), hook.last_ckpt)

@@ -254,7 +254,10 @@ def runner_kwargs(cfg, work_dir: str, resume_from: str | None = None, launcher: 
             find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
         from thkit._compat.mmengine import ddp_wrapper_cfg
 
-        kw["model_wrapper_cfg"] = ddp_wrapper_cfg(wrapper, device)
+        # the Runner reads the wrapper from its cfg (not from a keyword argument)
+        runner_cfg = copy.deepcopy(cfg)
+        runner_cfg.model_wrapper_cfg = ddp_wrapper_cfg(wrapper, device)
+        kw["cfg"] = runner_cfg
     if resume_from:
         kw.update(resume=True, load_from=resume_from)
     return kw
