@@ -418,3 +418,35 @@ def test_recipe_without_training_entries_is_refused():
     cfg.pop("losses")
     with pytest.raises(RecipeError, match="cannot be trained.*losses"):
         runner_kwargs(cfg, "/tmp/unused")
+
+
+def test_progress_bar_and_time_budget_hooks(capsys):
+    import logging
+    import types
+
+    from thkit.engine.hooks import ProgressBarHook, TimeBudgetHook
+
+    runner = types.SimpleNamespace(max_iters=5, iter=1, train_loop=types.SimpleNamespace(stop_training=False),
+                                   logger=logging.getLogger("test"))
+    bar = ProgressBarHook(enabled=True)
+    bar.before_train(runner)
+    for _ in range(2):
+        bar.after_train_iter(runner, 0, outputs={"loss_g": torch.tensor(1.25), "perceptual": torch.tensor(0.5),
+                                                 "not_a_scalar": torch.zeros(3)})
+        runner.iter += 1
+    bar.bar.refresh()
+    assert bar.bar.n == 3 and bar.bar.total == 5  # resumed at 1, two iterations since
+    bar.after_train(runner)
+    err = capsys.readouterr().err
+    assert "3/5" in err and "loss_g=1.25" in err and "perceptual=0.5" in err and "it/s" in err
+    assert ProgressBarHook(enabled="auto").enabled == "auto"  # 'auto': a bar only on a terminal
+
+    budget = TimeBudgetHook(seconds=0.05)
+    budget.before_train(runner)
+    budget.after_train_iter(runner, 0)
+    assert not runner.train_loop.stop_training
+    import time
+
+    time.sleep(0.06)
+    budget.after_train_iter(runner, 0)
+    assert runner.train_loop.stop_training

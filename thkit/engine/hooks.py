@@ -11,6 +11,7 @@ loss curves, and the final weights as a thkit checkpoint.
                             the visualiser (TensorBoard)
 ``TrainRecordsHook``        every iteration's losses in ``work_dir/records/train.jsonl`` (validation results in
                             ``val.jsonl``), and ``work_dir/records/loss_curves.png`` at the end
+``TimeBudgetHook``          stop cleanly after a wall-time budget (fixed-budget runs, benchmarks)
 ``ExportWeightsHook``       at the end, ``work_dir/<name>.pth``: a thkit checkpoint (generator and
                             discriminator weights only) for ``thkit build --checkpoint`` and inference
 =========================  ==================================================================================
@@ -274,6 +275,45 @@ class TrainRecordsHook(Hook):
 
 
 @HOOKS.register_module()
+class TimeBudgetHook(Hook):
+    """Stop training cleanly after ``seconds`` of wall time (checked after every iteration; the final
+    checkpoint, records and exports happen as at a normal end).  For fixed-budget runs and benchmarks.
+
+    Args:
+        seconds: the training-time budget (from the first iteration; data preparation is not counted).
+    """
+
+    priority = "LOWEST"
+
+    def __init__(self, seconds: float):
+        if float(seconds) <= 0:
+            raise ValueError(f"TimeBudgetHook: seconds must be > 0, got {seconds}")
+        self.seconds = float(seconds)
+        self._start: float | None = None
+
+    def before_train(self, runner) -> None:
+        import time
+
+        self._start = time.monotonic()
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        import time
+
+        import torch.distributed as dist
+
+        over = self._start is not None and time.monotonic() - self._start >= self.seconds
+        if dist.is_available() and dist.is_initialized():  # every process stops at the same iteration: rank 0's
+            flag = torch.tensor([1.0 if over else 0.0])
+            if dist.get_backend() == "nccl":
+                flag = flag.cuda()
+            dist.broadcast(flag, 0)
+            over = float(flag) > 0
+        if over and not runner.train_loop.stop_training:
+            runner.logger.info(f"time budget of {self.seconds:.0f} s used up at iteration {runner.iter + 1}: stopping")
+            runner.train_loop.stop_training = True
+
+
+@HOOKS.register_module()
 class ExportWeightsHook(Hook):
     """After training, write the generator (``model``) and discriminator weights as a thkit checkpoint
     (``work_dir/<filename>``), loadable with ``thkit build RECIPE --checkpoint FILE`` and by inference.
@@ -301,4 +341,5 @@ class ExportWeightsHook(Hook):
         runner.logger.info(f"generator weights written to {path}")
 
 
-__all__ = ["AtomicCheckpointHook", "ExportWeightsHook", "ProgressBarHook", "SampleGridHook", "TrainRecordsHook"]
+__all__ = ["AtomicCheckpointHook", "ExportWeightsHook", "ProgressBarHook", "SampleGridHook", "TimeBudgetHook",
+           "TrainRecordsHook"]

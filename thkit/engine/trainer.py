@@ -115,8 +115,10 @@ class TalkingHeadTrainer(BaseModel):
     def disc(self) -> torch.nn.Module | None:
         return unwrap(self.discriminator)
 
-    def last_layer(self) -> Tensor | None:
-        """The weight used by the adaptive GAN weight (see ``last_layer``)."""
+    def last_layer(self, channels: int = 3) -> Tensor | None:
+        """The weight used by the adaptive GAN weight (VQGAN's ``get_last_layer``): ``last_layer`` when given,
+        else the decoder's last multi-dimensional weight producing ``channels`` (image) channels, else its last
+        multi-dimensional weight."""
         gen = self.gen
         if self.last_layer_path:
             obj: Any = gen
@@ -127,7 +129,8 @@ class TalkingHeadTrainer(BaseModel):
                 obj = getattr(obj, part)
             return obj
         params = [p for p in gen.decoder.parameters() if p.dim() > 1 and p.requires_grad]
-        return params[-1] if params else None
+        to_image = [p for p in params if p.shape[0] == channels]
+        return (to_image or params or [None])[-1]
 
     def _iteration(self) -> int:
         from mmengine.logging import MessageHub
@@ -156,7 +159,8 @@ class TalkingHeadTrainer(BaseModel):
         bg = getattr(gen.motion, "bg_predictor", None)
         if bg is not None:
             ns.setdefault("bg_predictor", bg)
-        ns["last_layer"] = self.last_layer()
+        pred = out.get("prediction")
+        ns["last_layer"] = self.last_layer(pred.shape[1] if isinstance(pred, Tensor) else 3)
         return ns
 
     def discriminator_active(self, iteration: int) -> bool:
