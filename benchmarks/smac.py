@@ -38,7 +38,8 @@ from thkit.builder import build_model  # noqa: E402
 from thkit.recipe import load_recipe  # noqa: E402
 from thkit.transfer import transfer_motion  # noqa: E402
 
-PARTS = ("keypoint_detector", "motion", "encoder", "compensator.motion", "compensator.appearance", "decoder")
+PARTS = {"keypoint_detector": "keypoints", "motion": "dense motion", "encoder": "encoder", "compensator.motion": "MCC",
+         "compensator.appearance": "ACC", "decoder": "decoder"}
 
 
 def frame_fn(model, source, kp_source, kp_initial, cached: bool):
@@ -55,15 +56,20 @@ def frame_fn(model, source, kp_source, kp_initial, cached: bool):
 
 
 def part_flops(fc: FlopCounterMode, model) -> dict[str, float]:
-    """GFLOP per part from the counter's per-module table (keys ``<ModelClass>.<module path>``)."""
+    """GFLOP per part from the counter's per-module table.  The frame calls the parts directly (``detect``,
+    ``encode_source``, ``animate``), so each part is a root of the table: ``<PartClass>[.<sub-module path>]``."""
     counts = fc.get_flop_counts()
-    root = type(model).__name__
-    return {part: sum(counts.get(f"{root}.{part}", {}).values()) / 1e9 for part in PARTS}
+    out = {}
+    for part in PARTS:
+        head, _, rest = part.partition(".")
+        key = type(getattr(model, head)).__name__ + (f".{rest}" if rest else "")
+        out[part] = sum(counts.get(key, {}).values()) / 1e9
+    return out
 
 
-def bench_model(model, frames: int, peak: CpuPeak) -> None:
+def bench_model(model, size: int, frames: int, peak: CpuPeak) -> None:
     g = torch.Generator().manual_seed(0)
-    rand = lambda: torch.rand(1, 3, 256, 256, generator=g) * 2 - 1  # noqa: E731
+    rand = lambda: torch.rand(1, 3, size, size, generator=g) * 2 - 1  # noqa: E731
     source, drivings = rand(), [rand() for _ in range(frames + 1)]
     with torch.inference_mode():
         kp_source, kp_initial = model.detect(source), model.detect(drivings[0])
@@ -85,7 +91,7 @@ def bench_model(model, frames: int, peak: CpuPeak) -> None:
                 run(drivings[0])
                 mib = peak.peak(base)
             ms = statistics.median(times) * 1e3
-            by_part = ", ".join(f"{k.replace('compensator.', '')} {v:.1f}" for k, v in parts.items())
+            by_part = ", ".join(f"{PARTS[k]} {v:.1f}" for k, v in parts.items())
             print(f"{'cached' if cached else 'per-frame':<10}{ms:>10.0f}{gflop:>13.1f}{gflop / (ms / 1e3):>9.1f}"
                   f"{'n/a' if mib is None else f'{mib:.0f}':>10}   {by_part}")
 
@@ -156,7 +162,7 @@ def main(argv=None) -> None:
           f"{n(model.motion):,}, net_g {n(model.encoder) + n(model.compensator) + n(model.decoder):,}")
     peak = CpuPeak()
     if not args.skip_model:
-        bench_model(model, args.frames, peak)
+        bench_model(model, cfg.image_size, args.frames, peak)
     bench_transformers(model, args.repeats, peak)
 
 
