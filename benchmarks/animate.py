@@ -2,21 +2,24 @@
 
 * ``per-frame``: what the official demos do per driving frame: keypoints of the driving frame, relative motion
   transfer (:func:`thkit.transfer.transfer_motion`, hull areas recomputed every frame), the full forward pass
-  with the source re-encoded (:func:`thkit.inference.stream.animate_per_frame`).
+  with the source re-encoded (:class:`thkit.inference.stream.PerFrameAnimator`).
 * ``streaming``: :class:`thkit.inference.stream.StreamingAnimator`: source keypoints, encoder features and
-  source-only motion inputs once per video, motion-transfer state once, driving frames in batches.
+  source-only motion inputs once per video (that time is counted), motion-transfer state once, driving frames
+  in batches of each ``--batch-sizes`` value.
 
-Both run on the same random frames (the cost does not depend on the content) with random weights, after a
-warm-up, in the same process; the streaming output is checked against the per-frame output.  With
-``--io`` the whole ``animate_video`` pipeline (decode, resize, model, encode in three threads) is also timed
-on a generated mp4.
+All paths run on the same random frames (the cost does not depend on the content) with random weights, after a
+warm-up, in one process, **interleaved** chunk by chunk (the order rotating), so that a shared machine's
+changing load hits them alike.  Each streaming output is checked against the per-frame output (max |diff|).
+With ``--io`` the whole ``animate_video`` pipeline (decode, resize, model, encode in three threads) is also
+timed on a generated mp4 (not interleaved).
 
     python benchmarks/animate.py                                  # fomm/vox256 and smac/vox256 at 256x256
-    python benchmarks/animate.py --recipes fomm/vox256 --frames 16 --batch-size 8 --io
+    python benchmarks/animate.py --recipes fomm/vox256 --frames 16 --batch-sizes 1 8 --io
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 import time
@@ -25,7 +28,7 @@ import torch
 
 from thkit.builder import build_model
 from thkit.inference.animate import motion_settings
-from thkit.inference.stream import StreamingAnimator, animate_per_frame
+from thkit.inference.stream import PerFrameAnimator, StreamingAnimator
 from thkit.recipe import load_recipe
 
 
@@ -35,36 +38,54 @@ def _frames(n: int, size: int, lo: float, hi: float, seed: int = 0) -> tuple[tor
     return src, [torch.rand(3, size, size, generator=g) * (hi - lo) + lo for _ in range(n)]
 
 
-def measure(recipe: str, frames: int, size: int, batch_size: int, io: bool) -> dict:
+def measure(recipe: str, frames: int, size: int, batch_sizes: list[int], io: bool) -> dict:
     cfg = load_recipe(recipe)
     torch.manual_seed(0)
     model = build_model(cfg.model.to_dict()).eval()
     mt = motion_settings(cfg)
     lo, hi = (float(v) for v in model.input_range)
-    src, drv = _frames(frames, size, lo, hi)
-    # warm-up both paths (allocator, oneDNN kernels)
-    animate_per_frame(model, src, drv[:1], **mt)
-    warm = StreamingAnimator(model, batch_size=batch_size, **mt)
-    warm.set_source(src)
-    list(warm.run(drv[:batch_size]))
+    chunk = math.lcm(*batch_sizes)
+    frames = max(chunk, frames // chunk * chunk)
+    src, drv = _frames(frames + chunk, size, lo, hi)
+    warm, drv = drv[:chunk], drv[chunk:]
 
-    t0 = time.perf_counter()
-    ref = animate_per_frame(model, src, drv, **mt)
-    t_plain = time.perf_counter() - t0
+    plain = PerFrameAnimator(model, **mt)
+    streams = {b: StreamingAnimator(model, batch_size=b, **mt) for b in batch_sizes}
+    # warm-up (allocator, oneDNN kernels), then a fresh video for the timed run
+    plain.set_source(src)
+    [plain.step(f) for f in warm]
+    for a in streams.values():
+        a.set_source(src)
+        list(a.run(warm))
 
+    times = {"per-frame": 0.0, **{b: 0.0 for b in batch_sizes}}
+    outs: dict = {k: [] for k in times}
     t0 = time.perf_counter()
-    anim = StreamingAnimator(model, batch_size=batch_size, **mt)
-    anim.set_source(src)  # counted: once per video
-    got = list(anim.run(drv))
-    t_stream = time.perf_counter() - t0
-    err = max(float((a - b).abs().max()) for a, b in zip(ref, got))
-    row = dict(recipe=recipe, frames=frames, plain=frames / t_plain, stream=frames / t_stream, err=err)
+    plain.set_source(src)
+    times["per-frame"] += time.perf_counter() - t0
+    for b, a in streams.items():
+        t0 = time.perf_counter()
+        a.set_source(src)  # once per video: counted
+        times[b] += time.perf_counter() - t0
+    order = ["per-frame", *batch_sizes]
+    for k, start in enumerate(range(0, frames, chunk)):
+        part = drv[start:start + chunk]
+        for key in order[k % len(order):] + order[:k % len(order)]:
+            t0 = time.perf_counter()
+            if key == "per-frame":
+                outs[key] += [plain.step(f) for f in part]
+            else:
+                outs[key] += list(streams[key].run(part))
+            times[key] += time.perf_counter() - t0
+    ref = outs["per-frame"]
+    row = dict(recipe=recipe, frames=frames, fps={k: frames / t for k, t in times.items()},
+               err={b: max(float((x - y).abs().max()) for x, y in zip(ref, outs[b])) for b in batch_sizes})
     if io:
-        row["io"] = _measure_io(model, cfg, mt, frames, size, batch_size)
+        row["io"] = _measure_io(model, mt, frames, size, max(batch_sizes, key=lambda b: row["fps"][b]))
     return row
 
 
-def _measure_io(model, cfg, mt, frames: int, size: int, batch_size: int) -> float:
+def _measure_io(model, mt, frames: int, size: int, batch_size: int) -> tuple[int, float]:
     import numpy as np
 
     from thkit.inference.animate import animate_video
@@ -72,16 +93,17 @@ def _measure_io(model, cfg, mt, frames: int, size: int, batch_size: int) -> floa
 
     with tempfile.TemporaryDirectory() as tmp:
         drv_path = os.path.join(tmp, "driving.mp4")
-        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[:size, :size]
         with VideoWriter(drv_path, 25, size, size) as w:
-            for _ in range(frames):
-                w.write(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-        src = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            for i in range(frames):  # a moving blob, a cheap video to decode like a real one
+                blob = np.exp(-((xx - size / 2 - 3 * i) ** 2 + (yy - size / 2) ** 2) / (2 * (size / 6) ** 2))
+                w.write(np.repeat((255 * blob)[..., None], 3, axis=2).astype(np.uint8))
+        src = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
         res = animate_video(model, src, drv_path, os.path.join(tmp, "out.mp4"), image_size=size,
                             input_range=tuple(model.input_range), batch_size=batch_size, progress=False,
                             relative=mt["relative"], relative_jacobian=mt["relative_jacobian"],
                             adapt_movement_scale=mt["adapt_movement_scale"])
-        return res.fps_compute
+        return batch_size, res.fps_compute
 
 
 def main() -> None:
@@ -89,7 +111,7 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=["fomm/vox256", "smac/vox256"])
     ap.add_argument("--frames", type=int, default=8, help="timed driving frames per path")
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=4, help="streaming batch size")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4], help="streaming batch sizes")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--io", action="store_true", help="also time the full animate pipeline (decode/encode threads)")
     args = ap.parse_args()
@@ -97,20 +119,22 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {load:.1f}; {args.size}x{args.size}, {args.frames} frames, streaming batch {args.batch_size}")
-    head = f"{'recipe':<16}{'per-frame fps':>15}{'streaming fps':>15}{'ratio':>8}{'max |diff|':>12}"
-    if args.io:
-        head += f"{'animate (I/O) fps':>19}"
+          f"load average {load:.1f}; {args.size}x{args.size}, {args.frames} frames per path, interleaved")
+    head = f"{'recipe':<14}{'per-frame fps':>14}" + "".join(f"{f'stream b{b} fps':>16}{'ratio':>8}" for b in args.batch_sizes)
+    head += f"{'max |diff|':>11}" + (f"{'animate+I/O fps':>18}" if args.io else "")
     print(head)
     for r in args.recipes:
-        row = measure(r, args.frames, args.size, args.batch_size, args.io)
-        line = (f"{row['recipe']:<16}{row['plain']:>15.3f}{row['stream']:>15.3f}{row['stream'] / row['plain']:>7.2f}x"
-                f"{row['err']:>12.1e}")
+        row = measure(r, args.frames, args.size, args.batch_sizes, args.io)
+        f = row["fps"]
+        line = f"{row['recipe']:<14}{f['per-frame']:>14.3f}"
+        line += "".join(f"{f[b]:>16.3f}{f[b] / f['per-frame']:>7.2f}x" for b in args.batch_sizes)
+        line += f"{max(row['err'].values()):>11.1e}"
         if args.io:
-            line += f"{row['io']:>19.3f}"
+            b, fps = row["io"]
+            line += f"{fps:>12.3f} (b{b})"
         print(line, flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"load average after the run: {load:.1f} (this machine is shared; a high load slows both paths)")
+    print(f"load average after the run: {load:.1f} (this machine is shared; a high load slows every path)")
 
 
 if __name__ == "__main__":

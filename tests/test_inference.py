@@ -293,6 +293,35 @@ def test_animate_checkpoint_of_another_recipe(media, tmp_path, capsys):
     assert _leftovers(tmp_path) == []
 
 
+def test_animate_official_checkpoint_auto_detected(media, tmp_path, capsys):
+    """An official FOMM checkpoint (the parity fixture's weights in the official file layout) is recognised and
+    converted on the fly; the result is the one of the converted weights."""
+    from thkit.checkpoint import load_into
+    from thkit.inference.video import iter_frames
+
+    fixture = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "official" / "fomm" / "tiny.pt"
+    if not fixture.is_file():
+        pytest.fail(f"official fixture missing: {fixture}")
+    official = torch.load(fixture, weights_only=True)["state_dict"]
+    ckpt = tmp_path / "vox-cpk.pth.tar"
+    torch.save({"generator": official["generator"], "kp_detector": official["kp_detector"], "epoch": 99}, ckpt)
+    out = tmp_path / "official.mp4"
+    rc = _animate("--checkpoint", ckpt, "--source", media["source"], "--driving", media["driving"], "--out", out,
+                  "--max-frames", "2", "--no-audio")
+    assert rc == 0, capsys.readouterr().err
+    model, _ = _model("fomm/tiny_fixture")
+    load_into(model, ckpt)
+    from thkit.inference.animate import _prepare, read_image
+
+    src = _prepare(read_image(media["source"]), None, SIZE)
+    drv = [_prepare(f, None, SIZE) for f in iter_frames(media["driving"], 2)]
+    want = animate_per_frame(model, src, drv)
+    got = [torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in iter_frames(out)]
+    assert len(got) == 2
+    for g, w in zip(got, want):  # H.264 (yuv420p, crf 18) is lossy: a few grey levels
+        assert (g - w.clamp(0, 1)).abs().mean() < 4 / 255
+
+
 def test_failure_mid_stream_leaves_no_file(media, tmp_path, monkeypatch):
     """An error after some frames were encoded: the temporary file is removed, nothing at the output path."""
     from thkit.inference.animate import animate_video

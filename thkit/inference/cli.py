@@ -24,7 +24,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="override recipe values")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="driving frames per forward pass (default: 4 on CPU, 16 on CUDA)")
+                   help="driving frames per forward pass (default: 1 on CPU, where larger batches are slower per frame; 8 on CUDA)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,7 +48,7 @@ def _batch_size(args, device) -> int:
 
             raise InferenceError(f"--batch-size must be >= 1, got {args.batch_size}")
         return args.batch_size
-    return 16 if device.type == "cuda" else 4
+    return 8 if device.type == "cuda" else 1
 
 
 def cmd_animate(args) -> int:
@@ -152,9 +152,9 @@ def add_commands(subparsers) -> None:
     _add_model_args(e)
     e.set_defaults(func=cmd_eval)
 
-    try:
-        import thkit.engine.train  # noqa: F401 - the demo trains a model
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("thkit.inference.demo") is None:
         return
     d = subparsers.add_parser(
         "demo", help="offline end-to-end demo: synthetic data, a few minutes of CPU training, animation, metrics",

@@ -16,7 +16,10 @@ frames of a driving video), so one fixed box is used for the whole video.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,6 +63,24 @@ def available_backends() -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence native libraries' start-up logging (TFLite / absl write to file descriptor 2 directly)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class FaceDetector:
     """Face boxes of an RGB uint8 image, best first (see the module docstring for the backends).
 
@@ -84,18 +105,26 @@ class FaceDetector:
         self.backend = backend
         self.min_confidence = float(min_confidence)
         self._models: list = []
+        self._warm: set[int] = set()
         self._cascade = None
 
     def _mediapipe(self, image: np.ndarray) -> list[Box]:
         import mediapipe as mp
 
-        if not self._models:
+        first = not self._models
+        if first:
             fd = mp.solutions.face_detection
-            self._models = [fd.FaceDetection(model_selection=m, min_detection_confidence=self.min_confidence)
-                            for m in (0, 1)]
+            with _quiet_native_stderr():
+                self._models = [fd.FaceDetection(model_selection=m, min_detection_confidence=self.min_confidence)
+                                for m in (0, 1)]
         h, w = image.shape[:2]
-        for model in self._models:  # short range first (close-up faces), then full range
-            result = model.process(np.ascontiguousarray(image))
+        for i, model in enumerate(self._models):  # short range first (close-up faces), then full range
+            if i not in self._warm:  # TFLite prints its start-up log lines on the first call
+                with _quiet_native_stderr():
+                    result = model.process(np.ascontiguousarray(image))
+                self._warm.add(i)
+            else:
+                result = model.process(np.ascontiguousarray(image))
             boxes = []
             for det in result.detections or []:
                 b = det.location_data.relative_bounding_box

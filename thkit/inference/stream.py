@@ -22,7 +22,7 @@ from thkit.transfer import movement_scale, transfer_motion
 
 Tensor = torch.Tensor
 
-__all__ = ["MotionTransfer", "StreamingAnimator", "animate_per_frame"]
+__all__ = ["MotionTransfer", "StreamingAnimator", "PerFrameAnimator", "animate_per_frame"]
 
 
 class MotionTransfer:
@@ -143,25 +143,41 @@ class StreamingAnimator:
             yield from self.step(torch.stack(batch))
 
 
-@torch.inference_mode()
+class PerFrameAnimator:
+    """The plain reference path, one driving frame at a time: the full forward pass per frame (the source is
+    re-encoded every time) and :func:`thkit.transfer.transfer_motion` (hull areas recomputed every frame).
+    Source keypoints and the first frame's keypoints are computed once, as in the official demos."""
+
+    def __init__(self, model: torch.nn.Module, relative: bool = True, relative_jacobian: bool = True,
+                 adapt_movement_scale: bool = False, pass_driving: bool = False):
+        self.model = model
+        self.relative, self.relative_jacobian = relative, relative_jacobian
+        self.adapt_movement_scale, self.pass_driving = adapt_movement_scale, pass_driving
+        self.source: Tensor | None = None
+
+    @torch.inference_mode()
+    def set_source(self, source: Tensor) -> None:
+        self.source = source.unsqueeze(0) if source.dim() == 3 else source
+        self.kp_source = self.model.detect(self.source)
+        self.kp_initial = None
+
+    @torch.inference_mode()
+    def step(self, frame: Tensor) -> Tensor:
+        """One driving frame ``(C, H, W)`` -> its prediction ``(C, H, W)``."""
+        d = frame.unsqueeze(0)
+        kp_d = self.model.detect(d)
+        if self.kp_initial is None:
+            self.kp_initial = kp_d
+        kp = transfer_motion(self.kp_source, kp_d, self.kp_initial, relative=self.relative,
+                             relative_jacobian=self.relative_jacobian and kp_d.get("jacobian") is not None,
+                             adapt_movement_scale=self.adapt_movement_scale)
+        return self.model(self.source, driving=d if self.pass_driving else None, kp_driving=kp)["prediction"][0]
+
+
 def animate_per_frame(model: torch.nn.Module, source: Tensor, frames: Iterable[Tensor], relative: bool = True,
                       relative_jacobian: bool = True, adapt_movement_scale: bool = False,
                       pass_driving: bool = False) -> list[Tensor]:
-    """The plain path: the full forward pass per driving frame (source re-encoded every time), with
-    :func:`thkit.transfer.transfer_motion`.  Source keypoints and the first frame's keypoints are computed
-    once, as in the official demos.  Returns one ``(C, H, W)`` prediction per frame."""
-    if source.dim() == 3:
-        source = source.unsqueeze(0)
-    kp_source = model.detect(source)
-    kp_initial = None
-    outs = []
-    for f in frames:
-        d = f.unsqueeze(0)
-        kp_d = model.detect(d)
-        if kp_initial is None:
-            kp_initial = kp_d
-        kp = transfer_motion(kp_source, kp_d, kp_initial, relative=relative,
-                             relative_jacobian=relative_jacobian and kp_d.get("jacobian") is not None,
-                             adapt_movement_scale=adapt_movement_scale)
-        outs.append(model(source, driving=d if pass_driving else None, kp_driving=kp)["prediction"][0])
-    return outs
+    """:class:`PerFrameAnimator` over ``frames``: one ``(C, H, W)`` prediction per frame."""
+    anim = PerFrameAnimator(model, relative, relative_jacobian, adapt_movement_scale, pass_driving)
+    anim.set_source(source)
+    return [anim.step(f) for f in frames]
