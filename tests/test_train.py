@@ -329,7 +329,8 @@ def test_bf16_autocast_optim_wrapper_on_cpu():
 
 
 def test_bf16_training_step_of_the_trainer():
-    """One GAN training step of fomm/tiny_fixture under bf16 autocast on the CPU: finite losses, both nets move."""
+    """One GAN training step of fomm/tiny_fixture under bf16 autocast on the CPU: finite losses, both nets move,
+    the generator's gradient is clipped."""
     from mmengine.optim import OptimWrapperDict
 
     from thkit.engine.optim import AutocastOptimWrapper
@@ -341,8 +342,10 @@ def test_bf16_training_step_of_the_trainer():
                                             "losses.adversarial.feature_matching": [10, 10, 10, 10]})
     torch.manual_seed(0)
     trainer = TalkingHeadTrainer(generator=cfg.model, losses=cfg.losses, discriminator=cfg.discriminator)
+    # generator: plain SGD with lr 1 and gradient clipping at 0.01, so the step itself shows the clipping
     wraps = OptimWrapperDict(
-        generator=AutocastOptimWrapper(optimizer=torch.optim.Adam(trainer.generator.parameters(), lr=1e-3)),
+        generator=AutocastOptimWrapper(optimizer=torch.optim.SGD(trainer.generator.parameters(), lr=1.0),
+                                       clip_grad=dict(max_norm=0.01)),
         discriminator=AutocastOptimWrapper(optimizer=torch.optim.Adam(trainer.discriminator.parameters(), lr=1e-3)))
     g0 = [p.detach().clone() for p in trainer.generator.parameters()]
     d0 = [p.detach().clone() for p in trainer.discriminator.parameters()]
@@ -350,7 +353,8 @@ def test_bf16_training_step_of_the_trainer():
     log = trainer.train_step(batch, wraps)
     for k in G_TERMS + D_TERMS:
         assert torch.isfinite(log[k]).all(), k
-    assert any(not torch.equal(a, p) for a, p in zip(g0, trainer.generator.parameters()))
+    step = torch.sqrt(sum(((a - p.detach()) ** 2).sum() for a, p in zip(g0, trainer.generator.parameters())))
+    assert 0 < float(step) <= 0.01 * 1.001, float(step)  # moved, by at most lr * max_norm
     assert any(not torch.equal(a, p) for a, p in zip(d0, trainer.discriminator.parameters()))
 
 

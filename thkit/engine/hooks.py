@@ -184,6 +184,12 @@ class SampleGridHook(Hook):
         step = runner.iter + 1
         if (self.interval > 0 and step % self.interval == 0) or step == runner.max_iters:
             self.write(runner, step)
+            self._last = step
+
+    def after_train(self, runner) -> None:
+        # a run stopped early (time budget, early stopping) still ends with a grid of its final weights
+        if runner.iter > 0 and getattr(self, "_last", None) != runner.iter:
+            self.write(runner, runner.iter)
 
 
 @HOOKS.register_module()

@@ -90,7 +90,8 @@ def _fill_dataset(ds: Any, image_size: Any, input_range: Any, path: str) -> Any:
     if cls is None:
         from thkit.errors import suggest
 
-        raise RecipeError(f"{path}.type", f"unknown dataset {ds['type']!r}; {suggest(ds['type'], DATASETS.module_dict)}")
+        hint = suggest(ds["type"], DATASETS.module_dict)
+        raise RecipeError(f"{path}.type", f"unknown dataset {ds['type']!r}; {hint}")
     if "dataset" in ds and isinstance(ds["dataset"], dict):
         ds["dataset"] = _fill_dataset(ds["dataset"], image_size, input_range, f"{path}.dataset")
     if image_size is not None and _accepts(cls, "image_size"):

@@ -95,8 +95,9 @@ class TalkingHeadTrainer(BaseModel):
         self.discriminator = None
         if self.adversarial_terms:
             if discriminator is None:
-                raise RecipeError("discriminator", f"losses {', '.join(self.adversarial_terms)} are adversarial but the "
-                                  "recipe defines no discriminator")
+                names = ", ".join(self.adversarial_terms)
+                raise RecipeError("discriminator", f"losses {names} are adversarial but the recipe defines no "
+                                  "discriminator")
             d_cfg = discriminator.to_dict() if hasattr(discriminator, "to_dict") else discriminator
             self.discriminator = build("discriminator", d_cfg, path="discriminator")
         self.last_layer_path = last_layer
@@ -174,10 +175,10 @@ class TalkingHeadTrainer(BaseModel):
         bad = _any_rank(bad)
         if bad:
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+            value = _fmt(values[bad[0]]) if bad[0] in values else "non-finite on another process"
             raise NonFiniteLossError(
-                f"training stopped at iteration {iteration + 1}: the {side} loss {bad[0]!r} became "
-                f"{_fmt(values[bad[0]]) if bad[0] in values else 'non-finite on another process'} (all terms: {shown}); "
-                "no weights were updated at this iteration", term=bad[0], iteration=iteration)
+                f"training stopped at iteration {iteration + 1}: the {side} loss {bad[0]!r} became {value} (all terms: "
+                f"{shown}); no weights were updated at this iteration", term=bad[0], iteration=iteration)
 
     def _check_grads(self, module: torch.nn.Module, side: str, iteration: int) -> None:
         if not self.check_finite:
