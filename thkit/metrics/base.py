@@ -270,10 +270,12 @@ class PerFrameMetric(Metric):
     def compute_metrics(self, results: list) -> dict[str, Any]:
         scores = np.array([r["score"] for r in results if r["skip"] is None], dtype=np.float64)
         reasons = Counter(r["skip"] for r in results if r["skip"] is not None)
-        mean = float(scores.mean()) if scores.size else math.nan
+        with np.errstate(invalid="ignore"):  # PSNR of identical frames is inf; its std is then nan
+            mean = float(scores.mean()) if scores.size else math.nan
+            std = float(scores.std()) if scores.size else math.nan
         out: dict[str, Any] = {
             "mean": mean,
-            "std": float(scores.std()) if scores.size else math.nan,
+            "std": std,
             "frames": int(scores.size),
             "skipped": int(sum(reasons.values())),
             "skipped_reasons": dict(sorted(reasons.items())),

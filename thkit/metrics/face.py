@@ -64,8 +64,8 @@ FACE_LANDMARKER_TASK = WeightsSpec(
 
 MEDIAPIPE_INSTALL = ('pip install --no-deps "mediapipe==0.10.21" && pip install absl-py attrs flatbuffers '
                      '"protobuf>=4.25.3,<5" matplotlib opencv-python-headless   (--no-deps: its metadata pins '
-                     'numpy<2 and pulls jax, neither is needed; 0.10.21 is the last release whose wheel ships the '
-                     'face_mesh models)')
+                     'numpy<2 and pulls jax, neither is needed; it fails with protobuf>=6; 0.10.21 is the last '
+                     'release whose wheel ships the face_mesh models)')
 FACE_ALIGNMENT_INSTALL = "pip install face-alignment  (or pip install 'thkit[metrics]')"
 
 # mediapipe face-mesh indices (subject's right, subject's left): eye outer / inner corners, mouth corners, cheeks

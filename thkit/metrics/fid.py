@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
 from torch import nn
 from torchvision.models import inception as tv_inception
 
@@ -36,7 +35,7 @@ from thkit.registry import METRICS
 
 Tensor = torch.Tensor
 
-__all__ = ["FID", "FIDInceptionV3", "frechet_distance", "FID_WEIGHTS"]
+__all__ = ["FID", "FIDInceptionV3", "frechet_distance", "frechet_distance_from_features", "FID_WEIGHTS"]
 
 FID_WEIGHTS = WeightsSpec(
     "pt_inception-2015-12-05-6726825d.pth",
@@ -149,24 +148,49 @@ class FIDInceptionV3(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2))`` (float64).  When the product is singular, ``eps`` is
-    added to both diagonals (as pytorch-fid does); a small imaginary part from ``sqrtm`` is dropped."""
+def _sqrt_psd(s: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((s + s.T) / 2.0)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """``|mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2))`` in float64.
+
+    ``Tr((S1 S2)^(1/2))`` is computed as the sum of the square roots of the eigenvalues of the symmetric PSD
+    matrix ``S1^(1/2) S2 S1^(1/2)`` (similar to ``S1 S2``), with two symmetric eigendecompositions: the same
+    quantity pytorch-fid gets from ``scipy.linalg.sqrtm(S1 S2)`` (agreement to ~1e-9 relative on
+    well-conditioned covariances, tested), but seconds instead of minutes at 2048 dimensions on a CPU, and
+    stable when the covariances are rank-deficient (tiny negative eigenvalues are clipped to 0).
+    """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise ValueError(f"frechet_distance: shapes differ ({mu1.shape} vs {mu2.shape}, {s1.shape} vs {s2.shape})")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        off = np.eye(s1.shape[0]) * eps
-        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"frechet_distance: sqrtm has a large imaginary part ({np.abs(covmean.imag).max():.3g})")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    r1 = _sqrt_psd(s1)
+    m = r1 @ s2 @ r1
+    tr_covmean = float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2.0), 0.0, None)).sum())
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+
+
+def frechet_distance_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
+    """FID of two feature sets ``(N1, D)`` and ``(N2, D)`` (unbiased covariances), in float64.
+
+    With centred, scaled features ``A = (f1 - mu1) / sqrt(N1 - 1)`` and ``B`` likewise, ``S1 = A^T A`` and
+    ``S2 = B^T B``; the non-zero eigenvalues of ``S1 S2`` are the squared singular values of ``A B^T``, so
+    ``Tr((S1 S2)^(1/2))`` is the nuclear norm of the small ``N1 x N2`` matrix ``A B^T``.  That exact identity
+    is used when both sets are smaller than ``D`` (test-sized sets); otherwise :func:`frechet_distance` on
+    the ``D x D`` covariances.
+    """
+    f1, f2 = np.asarray(f1, dtype=np.float64), np.asarray(f2, dtype=np.float64)
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    if max(len(f1), len(f2)) > f1.shape[1]:
+        return frechet_distance(mu1, np.cov(f1, rowvar=False), mu2, np.cov(f2, rowvar=False))
+    a = (f1 - mu1) / math.sqrt(len(f1) - 1)
+    b = (f2 - mu2) / math.sqrt(len(f2) - 1)
+    diff = mu1 - mu2
+    nuclear = float(np.linalg.svd(a @ b.T, compute_uv=False).sum())
+    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2.0 * nuclear)
 
 
 @METRICS.register_module()
@@ -235,7 +259,7 @@ class FID(Metric):
             warnings.warn(f"FID on {len(fake)} frames (< {fake.shape[1]} feature dims): covariances are "
                           f"rank-deficient, so the value is biased and only comparable at the same set size",
                           stacklevel=2)
-        value = frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0), np.cov(real, rowvar=False))
+        value = frechet_distance_from_features(fake, real)
         if not math.isfinite(value):
             raise ValueError("FID: the distance is not finite (degenerate features?)")
         return {"value": value, "frames": int(len(fake)), "reference_frames": int(len(real)), "skipped": 0}

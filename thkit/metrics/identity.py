@@ -157,7 +157,7 @@ def _skimage_resize():
     try:
         from skimage.transform import resize
     except ImportError:
-        raise missing_package_error("AED", "scikit-image", "pip install scikit-image  (or thkit[metrics])",
+        raise missing_package_error("AED", "scikit-image", "pip install scikit-image",
                                     "the official script resizes frames to 96x96 with skimage") from None
     return resize
 
