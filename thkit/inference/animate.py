@@ -198,7 +198,7 @@ def animate_video(
     """
     from tqdm import tqdm
 
-    from thkit.inference.face import FaceDetector, find_crop
+    from thkit.inference.face import FaceDetector, find_crop, quiet_native_stderr
     from thkit.inference.stream import StreamingAnimator
     from thkit.inference.video import BackgroundIterator, VideoWriter, iter_frames, map_frames, probe_video
 
@@ -217,7 +217,7 @@ def animate_video(
     crop_info: dict[str, Any] = {}
     src_box = drv_box = None
     if crop:
-        with FaceDetector(face_detector) as det:
+        with quiet_native_stderr(), FaceDetector(face_detector) as det:  # MediaPipe's graph threads log to fd 2
             label = "the source image" + ("" if isinstance(source, np.ndarray) else f" {source}")
             src_box, _ = find_crop(det, [src_img], label, crop_scale)
             first = list(iter_frames(driving, max_frames=max(1, int(crop_frames)), what="driving video"))

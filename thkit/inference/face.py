@@ -27,7 +27,8 @@ import numpy as np
 
 from thkit.inference.errors import InferenceError, NoFaceError
 
-__all__ = ["Box", "FaceDetector", "crop_box", "smoothed_box", "crop", "available_backends"]
+__all__ = ["Box", "FaceDetector", "crop_box", "smoothed_box", "crop", "find_crop", "available_backends",
+           "quiet_native_stderr"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def available_backends() -> list[str]:
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
+def quiet_native_stderr():
     """Silence native libraries' start-up logging (TFLite / absl write to file descriptor 2 directly)."""
     try:
         sys.stderr.flush()
@@ -105,7 +106,6 @@ class FaceDetector:
         self.backend = backend
         self.min_confidence = float(min_confidence)
         self._models: list = []
-        self._warm: set[int] = set()
         self._cascade = None
 
     def _mediapipe(self, image: np.ndarray) -> list[Box]:
@@ -114,16 +114,12 @@ class FaceDetector:
         first = not self._models
         if first:
             fd = mp.solutions.face_detection
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 self._models = [fd.FaceDetection(model_selection=m, min_detection_confidence=self.min_confidence)
                                 for m in (0, 1)]
         h, w = image.shape[:2]
-        for i, model in enumerate(self._models):  # short range first (close-up faces), then full range
-            if i not in self._warm:  # TFLite prints its start-up log lines on the first call
-                with _quiet_native_stderr():
-                    result = model.process(np.ascontiguousarray(image))
-                self._warm.add(i)
-            else:
+        for model in self._models:  # short range first (close-up faces), then full range
+            with quiet_native_stderr():  # TFLite / MediaPipe write start-up log lines to fd 2
                 result = model.process(np.ascontiguousarray(image))
             boxes = []
             for det in result.detections or []:
@@ -152,11 +148,13 @@ class FaceDetector:
         return self._mediapipe(image) if self.backend == "mediapipe" else self._skimage(image)
 
     def close(self) -> None:
-        for m in self._models:
-            try:
-                m.close()
-            except Exception:  # noqa: BLE001
-                pass
+        if self._models:
+            with quiet_native_stderr():  # MediaPipe graphs log from their threads until they are closed
+                for m in self._models:
+                    try:
+                        m.close()
+                    except Exception:  # noqa: BLE001
+                        pass
         self._models = []
 
     def __enter__(self) -> FaceDetector:
