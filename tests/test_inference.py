@@ -387,8 +387,9 @@ def test_eval_reconstruction_pure_math(dataset, tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "L1" in text and "PSNR" in text and "SSIM" in text and str(out) in text
     rep = json.loads(out.read_text())
-    assert rep["protocol"] == "reconstruction" and rep["items"] == 3 and rep["frames"] == 12
-    assert rep["motion_transfer"]["relative"] is False
+    meta = rep["meta"]
+    assert meta["protocol"] == "reconstruction" and meta["items"] == 3 and meta["frames"] == 12
+    assert meta["motion_transfer"]["relative"] is False
     assert set(rep["metrics"]) == {"L1", "PSNR", "SSIM"}
     # the same numbers from the plain per-frame path (source = frame 0, absolute keypoints, driving given)
     model, _ = _model("fomm/tiny_fixture")
@@ -412,7 +413,7 @@ def test_eval_default_metrics_note_missing_weights(dataset, tmp_path, capsys, mo
     rep = json.loads(out.read_text())
     assert {"L1", "PSNR", "SSIM"} <= set(rep["metrics"])
     assert "LPIPS" not in rep["metrics"]
-    lpips = [n for n in rep["notes"] if n.startswith("LPIPS")]
+    lpips = [n for n in rep["meta"]["notes"] if n.startswith("LPIPS")]
     assert lpips and "vgg16-397923af.pth" in lpips[0] and "not found" in lpips[0]
     assert "note: LPIPS: not computed" in text
 

@@ -41,7 +41,7 @@ from thkit.inference.errors import InferenceError, InputFileError, MetricSetupEr
 Tensor = torch.Tensor
 
 __all__ = ["PROTOCOLS", "METRIC_ORDER", "parse_metric_spec", "build_metrics", "sample_pairs", "read_pairs",
-           "evaluate", "format_table", "run_eval_command"]
+           "evaluate", "summarize", "write_json", "run_eval_command"]
 
 PROTOCOLS = ("reconstruction", "cross-id")
 #: report order of the field's metrics (others follow alphabetically)
@@ -381,63 +381,19 @@ def summarize(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _num(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf"
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
-    return str(v)
-
-
-def format_table(results: dict[str, dict[str, Any]], title: str = "") -> Any:
-    """A rich table: metric, value, direction, frames scored / skipped, backend, paper-exact."""
-    from rich.table import Table
-
-    table = Table(title=title or None)
-    for col, just in (("metric", "left"), ("value", "right"), ("", "left"), ("frames", "right"),
-                      ("skipped", "right"), ("backend", "left"), ("paper-exact", "left")):
-        table.add_column(col, justify=just)
-    for name, r in results.items():
-        arrow = "" if "higher_is_better" not in r else ("higher is better" if r["higher_is_better"] else "lower is better")
-        unit = f" {r['unit']}" if r.get("unit") else ""
-        value = _num(r.get("value")) + (unit if r.get("value") is not None else "")
-        if r.get("error"):
-            value = f"error: {r['error']}"
-        table.add_row(name, value, arrow, _num(r.get("frames")), _num(r.get("skipped")), str(r.get("backend", "")),
-                      {True: "yes", False: "no"}.get(r.get("paper_exact"), ""))
-    return table
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, (np.floating, np.integer)):
-        return _jsonable(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
-
-
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    """Write strictly valid JSON atomically (temporary file in the same folder, then rename); values are made
+    JSON-safe by :func:`thkit.metrics.report.to_jsonable` (NaN -> null, inf -> "inf")."""
     import tempfile
+
+    from thkit.metrics.report import to_jsonable
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(obj), f, indent=2)
+            json.dump(to_jsonable(obj), f, indent=2, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -451,6 +407,7 @@ def run_eval_command(args) -> int:
     from thkit.cli import _console
     from thkit.inference.animate import load_model, motion_settings, resolve_device
     from thkit.inference.cli import _batch_size, _set_threads
+    from thkit.metrics.report import results_table
 
     device = resolve_device(args.device)
     _set_threads(args)
@@ -469,20 +426,22 @@ def run_eval_command(args) -> int:
                        num_videos=args.num_videos, max_frames=args.max_frames, batch_size=_batch_size(args, device),
                        device=device, progress=not args.no_progress, save_videos=args.save_videos)
     results = summarize(metrics)
-    report = {"recipe": str(args.recipe), "checkpoint": str(args.checkpoint) if args.checkpoint else "random weights",
-              **summary, "metrics": results, "notes": notes}
-    write_json(report, out)
+    meta = {"recipe": str(args.recipe), "checkpoint": str(args.checkpoint) if args.checkpoint else "random weights",
+            **summary, "notes": notes}
+    write_json({"meta": meta, "metrics": results}, out)  # the layout of thkit.metrics.report.write_json
     console = _console()
     what = (f"{summary['items']} videos" if args.protocol == "reconstruction"
             else f"{summary['items']} pairs" + (f" ({summary['pairs_skipped']} CSV rows not in the dataset)"
                                                 if summary["pairs_skipped"] else ""))
-    console.print(format_table(results, f"{args.recipe}: {args.protocol} on {args.data} ({what}, "
-                                        f"{summary['frames']} frames, {summary['seconds']:.1f} s)"))
+    console.print(results_table(results, f"{args.recipe}: {args.protocol} on {args.data} ({what}, "
+                                         f"{summary['frames']} frames, {summary['seconds']:.1f} s)"))
     for n in notes:
         console.print(f"note: {n}", markup=False)
     for name, r in results.items():
+        if r.get("error"):
+            console.print(f"{name}: could not be computed: {r['error']}", markup=False)
         for w in r.get("warnings", []):
-            console.print(f"warning: {name}: {w}", markup=False)
+            console.print(f"warning: {name}: {w[len(name) + 2:] if w.startswith(name + ": ") else w}", markup=False)
     if args.random_weights:
         console.print("note: random weights (smoke test): the numbers say nothing about any method")
     console.print(f"results written to {out}", markup=False)
