@@ -441,7 +441,8 @@ def run_eval_command(args) -> int:
         if r.get("error"):
             console.print(f"{name}: could not be computed: {r['error']}", markup=False)
         for w in r.get("warnings", []):
-            console.print(f"warning: {name}: {w[len(name) + 2:] if w.startswith(name + ": ") else w}", markup=False)
+            w = w[len(name) + 2:] if w.startswith(f"{name}: ") else w
+            console.print(f"warning: {name}: {w}", markup=False)
     if args.random_weights:
         console.print("note: random weights (smoke test): the numbers say nothing about any method")
     console.print(f"results written to {out}", markup=False)
