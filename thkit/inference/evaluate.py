@@ -391,6 +391,9 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    from thkit.inference.video import _default_permissions
+
+    _default_permissions(Path(tmp))
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(to_jsonable(obj), f, indent=2, allow_nan=False)

