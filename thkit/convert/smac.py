@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from thkit.convert import register_converter
+from thkit.convert._rules import BN, CONV, CONV_NOBIAS, KERNEL, Found, NetRules, Rule, convert_networks
 from thkit.errors import CheckpointError
 
 Tensor = torch.Tensor
@@ -58,10 +58,6 @@ def _leaves(*names: str, params: Sequence[str] = ("weight", "bias")) -> frozense
     return frozenset(f"{n}.{p}" if n else p for n in names for p in params)
 
 
-CONV = _leaves("")
-BN = frozenset({"weight", "bias", "running_mean", "running_var", "num_batches_tracked"})
-KERNEL = frozenset({"weight"})
-CONV_NOBIAS = frozenset({"weight"})
 RES = _leaves("norm1", "conv1", "norm2", "conv2")
 RES_OUT = RES | _leaves("conv_out")
 ATTN = _leaves("norm", "q", "k", "v", "proj_out")
@@ -76,81 +72,79 @@ REFINE = _leaves("convc1", "conv1", "conv2", "convo1", "convo2")
 PARAM = frozenset({""})  # a bare nn.Parameter (the key is the module path itself)
 HG_BLOCK = frozenset({f"conv.{p}" for p in ("weight", "bias")} | {f"norm.{p}" for p in BN})
 
-#: rule: (regex over the full key with groups ``mod`` and ``leaf`` (and naming groups), thkit module template,
+#: rules: (regex over the full key with groups ``mod`` and ``leaf`` (and naming groups), thkit module template,
 #: allowed leaf sets, required, family (an indexed group that must be gapless), size family (ranked by S))
-Rule = tuple[str, str, Sequence[frozenset], bool, "str | None", "str | None"]
 
 _HG = r"(?P<mod>{p}\.(?P<part>encoder\.down_blocks|decoder\.up_blocks)\.(?P<i>\d+))\.(?P<leaf>.+)"
 
 RULES: dict[str, list[Rule]] = {
     "motion_estimator": [
-        (_HG.format(p=r"kp_detector\.predictor"),
-         "keypoint_detector.predictor.{part}.{i}", [HG_BLOCK], True, "kp_detector.predictor.{part}", None),
-        (r"(?P<mod>kp_detector\.kp)\.(?P<leaf>.+)", "keypoint_detector.kp", [CONV], True, None, None),
-        (r"(?P<mod>kp_detector\.jacobian)\.(?P<leaf>.+)", "keypoint_detector.jacobian", [CONV], False, None, None),
-        (r"(?P<mod>kp_detector\.down)\.(?P<leaf>.+)", "keypoint_detector.down", [KERNEL], False, None, None),
-        (_HG.format(p=r"dense_motion_network\.hourglass"), "motion.hourglass.{part}.{i}", [HG_BLOCK], True,
-         "dense_motion_network.hourglass.{part}", None),
-        (r"(?P<mod>dense_motion_network\.mask)\.(?P<leaf>.+)", "motion.mask", [CONV], True, None, None),
-        (r"(?P<mod>dense_motion_network\.occlusion)\.(?P<leaf>.+)", "motion.occlusion", [CONV], True, None, None),
-        (r"(?P<mod>dense_motion_network\.down)\.(?P<leaf>.+)", "motion.down", [KERNEL], False, None, None),
+        Rule(_HG.format(p=r"kp_detector\.predictor"),
+             "keypoint_detector.predictor.{part}.{i}", [HG_BLOCK], True, "kp_detector.predictor.{part}", None),
+        Rule(r"(?P<mod>kp_detector\.kp)\.(?P<leaf>.+)", "keypoint_detector.kp", [CONV], True, None, None),
+        Rule(r"(?P<mod>kp_detector\.jacobian)\.(?P<leaf>.+)", "keypoint_detector.jacobian", [CONV], False, None, None),
+        Rule(r"(?P<mod>kp_detector\.down)\.(?P<leaf>.+)", "keypoint_detector.down", [KERNEL], False, None, None),
+        Rule(_HG.format(p=r"dense_motion_network\.hourglass"), "motion.hourglass.{part}.{i}", [HG_BLOCK], True,
+             "dense_motion_network.hourglass.{part}", None),
+        Rule(r"(?P<mod>dense_motion_network\.mask)\.(?P<leaf>.+)", "motion.mask", [CONV], True, None, None),
+        Rule(r"(?P<mod>dense_motion_network\.occlusion)\.(?P<leaf>.+)", "motion.occlusion", [CONV], True, None, None),
+        Rule(r"(?P<mod>dense_motion_network\.down)\.(?P<leaf>.+)", "motion.down", [KERNEL], False, None, None),
     ],
     "net_g": [
-        (r"(?P<mod>encoder\.blocks\.(?P<i>\d+))\.(?P<leaf>.+)", "encoder.blocks.{i}",
-         [CONV, RES, RES_OUT, ATTN, SAMPLE], True, "encoder.blocks", None),
-        (r"(?P<mod>generator\.blocks\.(?P<i>\d+))\.(?P<leaf>.+)", "decoder.blocks.{i}",
-         [CONV, RES, RES_OUT, ATTN, SAMPLE], True, "generator.blocks", None),
-        (r"(?P<mod>fuse_convs_dict\.(?P<s>\d+))\.(?P<leaf>encode_enc\..+)", "decoder.fusion.{j}",
-         [SFT_RES, SFT_RES_OUT], False, None, "fusion"),
-        (r"(?P<mod>fuse_convs_dict\.(?P<s>\d+))\.(?P<leaf>(scale|shift)\..+)", "decoder.fusion.{j}",
-         [SFT_RES, SFT_RES_OUT], False, None, "fusion"),
-        (r"(?P<mod>fuse_ms_dict\.(?P<s>\d+))\.(?P<leaf>.+)", "decoder.fusion.{j}.add", [CONV], False, None, "fusion"),
+        Rule(r"(?P<mod>encoder\.blocks\.(?P<i>\d+))\.(?P<leaf>.+)", "encoder.blocks.{i}",
+             [CONV, RES, RES_OUT, ATTN, SAMPLE], True, "encoder.blocks", None),
+        Rule(r"(?P<mod>generator\.blocks\.(?P<i>\d+))\.(?P<leaf>.+)", "decoder.blocks.{i}",
+             [CONV, RES, RES_OUT, ATTN, SAMPLE], True, "generator.blocks", None),
+        Rule(r"(?P<mod>fuse_convs_dict\.(?P<s>\d+))\.(?P<leaf>encode_enc\..+)", "decoder.fusion.{j}",
+             [SFT_RES, SFT_RES_OUT], False, None, "fusion"),
+        Rule(r"(?P<mod>fuse_convs_dict\.(?P<s>\d+))\.(?P<leaf>(scale|shift)\..+)", "decoder.fusion.{j}",
+             [SFT_RES, SFT_RES_OUT], False, None, "fusion"),
+        Rule(r"(?P<mod>fuse_ms_dict\.(?P<s>\d+))\.(?P<leaf>.+)", "decoder.fusion.{j}.add", [CONV],
+             size_family="fusion"),
         # motion codebook compensation
-        (r"(?P<mod>quantize_motion)\.(?P<leaf>embedding\.weight)", "compensator.motion.codebook",
-         [frozenset({"embedding.weight"})], True, None, None),
-        (r"(?P<mod>position_emb_motion)(?P<leaf>)", "compensator.motion.transformer.position_emb", [PARAM], False,
-         None, None),
-        (r"(?P<mod>motion_block\.(?P<i>\d+))\.(?P<leaf>.+)", "compensator.motion.transformer.layers.{i}", [MHA_LAYER],
-         True, "motion_block", None),
-        (r"(?P<mod>motion_emb\.0)\.(?P<leaf>.+)", "compensator.motion.flow_encoder.0", [CONV], True, None, None),
-        (r"(?P<mod>motion_emb\.1)\.(?P<leaf>.+)", "compensator.motion.flow_encoder.1", [SAMPLE], True, None, None),
-        (r"(?P<mod>motion_emb\.2)\.(?P<leaf>.+)", "compensator.motion.flow_encoder.2", [RES], True, None, None),
-        (r"(?P<mod>to_motion\.0)\.(?P<leaf>.+)", "compensator.motion.flow_decoder.0", [SAMPLE], True, None, None),
-        (r"(?P<mod>to_motion\.1)\.(?P<leaf>.+)", "compensator.motion.flow_decoder.1", [RES], True, None, None),
-        (r"(?P<mod>to_motion\.(?P<i>[23]))\.(?P<leaf>.+)", "compensator.motion.flow_decoder.{i}", [CONV], True,
-         None, None),
-        (r"(?P<mod>driving_kp_enc)\.(?P<leaf>.+)", "compensator.motion.kp_proj", [CONV], True, None, None),
-        (r"(?P<mod>warped_source_enc_(?P<s>\d+))\.(?P<leaf>.+)", "compensator.motion.feature_proj.{j}", [CONV], True,
-         None, "motion_scales"),
-        (r"(?P<mod>motion_query_enc_1)\.(?P<leaf>.+)", "compensator.motion.query_mix", [CONV], True, None, None),
-        (r"(?P<mod>motion_query_enc_2)\.(?P<leaf>.+)", "compensator.motion.token_mix", [CONV], True, None, None),
-        (r"(?P<mod>BasicMotionEncoder)\.(?P<leaf>.+)", "compensator.motion.motion_encoder", [BASIC_MOTION], True,
-         None, None),
-        (r"(?P<mod>to_context\.(?P<i>\d+))\.(?P<leaf>.+)", "compensator.motion.context_proj.{i}", [CONV], True,
-         "to_context", None),
-        (r"(?P<mod>refine)\.(?P<leaf>.+)", "compensator.motion.refine", [REFINE], True, None, None),
+        Rule(r"(?P<mod>quantize_motion)\.(?P<leaf>embedding\.weight)", "compensator.motion.codebook",
+             [frozenset({"embedding.weight"})], True, None, None),
+        Rule(r"(?P<mod>position_emb_motion)(?P<leaf>)", "compensator.motion.transformer.position_emb", [PARAM], False,
+             None, None),
+        Rule(r"(?P<mod>motion_block\.(?P<i>\d+))\.(?P<leaf>.+)", "compensator.motion.transformer.layers.{i}",
+             [MHA_LAYER], True, "motion_block"),
+        Rule(r"(?P<mod>motion_emb\.0)\.(?P<leaf>.+)", "compensator.motion.flow_encoder.0", [CONV], True, None, None),
+        Rule(r"(?P<mod>motion_emb\.1)\.(?P<leaf>.+)", "compensator.motion.flow_encoder.1", [SAMPLE], True, None, None),
+        Rule(r"(?P<mod>motion_emb\.2)\.(?P<leaf>.+)", "compensator.motion.flow_encoder.2", [RES], True, None, None),
+        Rule(r"(?P<mod>to_motion\.0)\.(?P<leaf>.+)", "compensator.motion.flow_decoder.0", [SAMPLE], True, None, None),
+        Rule(r"(?P<mod>to_motion\.1)\.(?P<leaf>.+)", "compensator.motion.flow_decoder.1", [RES], True, None, None),
+        Rule(r"(?P<mod>to_motion\.(?P<i>[23]))\.(?P<leaf>.+)", "compensator.motion.flow_decoder.{i}", [CONV], True,
+             None, None),
+        Rule(r"(?P<mod>driving_kp_enc)\.(?P<leaf>.+)", "compensator.motion.kp_proj", [CONV], True, None, None),
+        Rule(r"(?P<mod>warped_source_enc_(?P<s>\d+))\.(?P<leaf>.+)", "compensator.motion.feature_proj.{j}", [CONV],
+             True, size_family="motion_scales"),
+        Rule(r"(?P<mod>motion_query_enc_1)\.(?P<leaf>.+)", "compensator.motion.query_mix", [CONV], True, None, None),
+        Rule(r"(?P<mod>motion_query_enc_2)\.(?P<leaf>.+)", "compensator.motion.token_mix", [CONV], True, None, None),
+        Rule(r"(?P<mod>BasicMotionEncoder)\.(?P<leaf>.+)", "compensator.motion.motion_encoder", [BASIC_MOTION], True,
+             None, None),
+        Rule(r"(?P<mod>to_context\.(?P<i>\d+))\.(?P<leaf>.+)", "compensator.motion.context_proj.{i}", [CONV], True,
+             "to_context", None),
+        Rule(r"(?P<mod>refine)\.(?P<leaf>.+)", "compensator.motion.refine", [REFINE], True, None, None),
         # appearance codebook compensation
-        (r"(?P<mod>quantize_app)\.(?P<leaf>embedding\.weight)", "compensator.appearance.codebook",
-         [frozenset({"embedding.weight"})], False, None, None),
-        (r"(?P<mod>position_emb_app)(?P<leaf>)", "compensator.appearance.transformer.position_emb", [PARAM], False,
-         None, None),
-        (r"(?P<mod>app_block\.(?P<i>\d+))\.(?P<leaf>.+)", "compensator.appearance.transformer.layers.{i}",
-         [MHA_LAYER], False, "app_block", None),
-        (r"(?P<mod>app_feat_emb_(?P<s>\d+))(\.1)?\.(?P<leaf>weight|bias)", "compensator.appearance.embed.{j}.proj",
-         [CONV], False, None, "appearance_scales"),
-        (r"(?P<mod>to_app_feat_(?P<s>\d+))(\.0)?\.(?P<leaf>weight|bias)", "compensator.appearance.unembed.{j}.proj",
-         [CONV], False, None, "appearance_scales_out"),
+        Rule(r"(?P<mod>quantize_app)\.(?P<leaf>embedding\.weight)", "compensator.appearance.codebook",
+             [frozenset({"embedding.weight"})], False, None, None),
+        Rule(r"(?P<mod>position_emb_app)(?P<leaf>)", "compensator.appearance.transformer.position_emb", [PARAM], False,
+             None, None),
+        Rule(r"(?P<mod>app_block\.(?P<i>\d+))\.(?P<leaf>.+)", "compensator.appearance.transformer.layers.{i}",
+             [MHA_LAYER], False, "app_block", None),
+        Rule(r"(?P<mod>app_feat_emb_(?P<s>\d+))(\.1)?\.(?P<leaf>weight|bias)", "compensator.appearance.embed.{j}.proj",
+             [CONV], False, None, "appearance_scales"),
+        Rule(r"(?P<mod>to_app_feat_(?P<s>\d+))(\.0)?\.(?P<leaf>weight|bias)", "compensator.appearance.unembed.{j}.proj",
+             [CONV], False, None, "appearance_scales_out"),
     ],
     "net_d": [
         # the LeakyReLUs own no tensors, so the indices have gaps: no family check
-        (r"(?P<mod>main\.(?P<i>\d+))\.(?P<leaf>.+)", "main.{i}", [CONV, CONV_NOBIAS, BN], True, None, None),
+        Rule(r"(?P<mod>main\.(?P<i>\d+))\.(?P<leaf>.+)", "main.{i}", [CONV, CONV_NOBIAS, BN], True, None, None),
     ],
 }
 
 #: size families that must list the same sizes
 _SAME_SIZES = [("fusion", "fusion"), ("appearance_scales", "appearance_scales_out")]
-#: where each official network lands, and the prefix its thkit keys get
-_TARGET = {"motion_estimator": "model", "net_g": "model", "net_d": "discriminator"}
 _REQUIRED = ("net_g", "motion_estimator")
 
 
@@ -159,94 +153,46 @@ def _strip_module(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
-def _convert_net(net: str, sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    rules = [(re.compile(r[0] + r"$"),) + tuple(r[1:]) for r in RULES[net]]
-    modules: dict[tuple[int, str], dict[str, Any]] = {}
-    unknown: list[str] = []
-    for key, tensor in sd.items():
-        for r, (rx, *_rest) in enumerate(rules):
-            m = rx.match(key)
-            if m:
-                entry = modules.setdefault((r, m.group("mod")), {"groups": m.groupdict(), "tensors": {}})
-                entry["tensors"][m.group("leaf")] = tensor
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise CheckpointError(f"SMAC converter: unknown keys in official '{net}': {', '.join(sorted(unknown))}")
-
-    # merge modules that several rules share (fuse_convs_dict.S: encode_enc + scale/shift) by module path
-    merged: dict[str, dict[str, Any]] = {}
-    for (r, mod), entry in modules.items():
-        slot = merged.setdefault(mod, {"rules": set(), "groups": entry["groups"], "tensors": {}})
-        slot["rules"].add(r)
-        slot["tensors"].update(entry["tensors"])
-
-    sizes: dict[str, set[int]] = defaultdict(set)
-    for mod, e in merged.items():
-        for r in e["rules"]:
-            fam = rules[r][5]
-            if fam is not None:
-                sizes[fam].add(int(e["groups"]["s"]))
-    rank = {fam: {s: j for j, s in enumerate(sorted(v))} for fam, v in sizes.items()}
-
-    out: dict[str, Tensor] = {}
+def _net_g_checks(net: str, found: Found) -> list[str]:
+    """Multi-scale consistency of net_g: fusion, feature projections and the appearance branch."""
     missing: list[str] = []
-    bad: list[str] = []
-    families: dict[str, set[int]] = defaultdict(set)
-    seen = set()
-    for mod, e in merged.items():
-        r = min(e["rules"])
-        _rx, tpl, allowed, _req, fam, sfam = rules[r]
-        seen |= e["rules"]
-        present = set(e["tensors"])
-        if present not in allowed:
-            best = min(allowed, key=lambda a: len(a ^ present))
-            bad += [f"{net}.{mod}.{leaf}" if leaf else f"{net}.{mod}" for leaf in sorted(present - best)]
-            missing += [f"{net}.{mod}.{leaf}" if leaf else f"{net}.{mod}" for leaf in sorted(best - present)]
-        groups = dict(e["groups"])
-        if fam is not None:
-            families[fam.format(**groups)].add(int(groups["i"]))
-        if sfam is not None:
-            groups["j"] = rank[sfam][int(groups["s"])]
-        target = tpl.format(**groups)
-        for leaf, tensor in e["tensors"].items():
-            if sfam in ("appearance_scales", "appearance_scales_out") and tensor.dim() == 4:
-                tensor = tensor.reshape(tensor.shape[0], tensor.shape[1])  # 1x1 conv -> Linear
-            if sfam == "fusion":
-                leaf = re.sub(r"^encode_enc\.", "encode.", leaf)
-            out[f"{target}.{leaf}" if leaf else target] = tensor
-    for r, rule in enumerate(RULES[net]):
-        if rule[3] and r not in seen:
-            missing.append(f"{net}.{rule[0]}")
-    for fam, idx in families.items():
-        missing += [f"{net}.{fam}.{i}.*" for i in sorted(set(range(max(idx) + 1)) - idx)]
+    merged, sizes = found.modules, found.sizes
     for a, b in _SAME_SIZES:
         if a in sizes or b in sizes:
             sa, sb = sizes.get(a, set()), sizes.get(b, set())
             if a == b:  # fusion: SFT blocks and additive convs must cover the same sizes
-                sft = {int(e["groups"]["s"]) for m, e in merged.items() if m.startswith("fuse_convs_dict.")}
-                add = {int(e["groups"]["s"]) for m, e in merged.items() if m.startswith("fuse_ms_dict.")}
+                sft = {int(e.groups["s"]) for m, e in merged.items() if m.startswith("fuse_convs_dict.")}
+                add = {int(e.groups["s"]) for m, e in merged.items() if m.startswith("fuse_ms_dict.")}
                 if sft != add:
                     missing += [f"{net}.fuse_convs_dict.{s}.*" for s in sorted(add - sft)]
                     missing += [f"{net}.fuse_ms_dict.{s}.*" for s in sorted(sft - add)]
             elif sa != sb:
                 missing += [f"{net}.app_feat_emb_{s}.*" for s in sorted(sb - sa)]
                 missing += [f"{net}.to_app_feat_{s}.*" for s in sorted(sa - sb)]
-    if net == "net_g":
-        n_ctx, n_proj = len(families.get("to_context", ())), len(sizes.get("motion_scales", ()))
-        if n_ctx != n_proj:
-            missing.append(f"net_g.to_context / warped_source_enc_* (have {n_ctx} and {n_proj}; one per scale)")
-        has_app = any(m.startswith(("app_block.", "quantize_app", "app_feat_emb_")) for m in merged)
-        if has_app:
-            for need in ("quantize_app", "app_block", "app_feat_emb_", "to_app_feat_"):
-                if not any(m.startswith(need) for m in merged):
-                    missing.append(f"net_g.{need}* (the appearance compensation is incomplete)")
-    if bad:
-        raise CheckpointError(f"SMAC converter: unknown keys in official '{net}': {', '.join(sorted(bad))}")
-    if missing:
-        raise CheckpointError(f"SMAC converter: missing keys in official checkpoint: {', '.join(sorted(missing))}")
-    return out
+    n_ctx, n_proj = len(found.families.get("to_context", ())), len(sizes.get("motion_scales", ()))
+    if n_ctx != n_proj:
+        missing.append(f"{net}.to_context / warped_source_enc_* (have {n_ctx} and {n_proj}; one per scale)")
+    if any(m.startswith(("app_block.", "quantize_app", "app_feat_emb_")) for m in merged):
+        for need in ("quantize_app", "app_block", "app_feat_emb_", "to_app_feat_"):
+            if not any(m.startswith(need) for m in merged):
+                missing.append(f"{net}.{need}* (the appearance compensation is incomplete)")
+    return missing
+
+
+def _net_g_adapt(rule: Rule, leaf: str, tensor: Tensor) -> tuple[str, Tensor]:
+    if rule.size_family in ("appearance_scales", "appearance_scales_out") and tensor.dim() == 4:
+        tensor = tensor.reshape(tensor.shape[0], tensor.shape[1])  # 1x1 conv -> Linear
+    if rule.size_family == "fusion":
+        leaf = re.sub(r"^encode_enc\.", "encode.", leaf)
+    return leaf, tensor
+
+
+#: official network -> (destination checkpoint entry, rules)
+_NETS = {
+    "motion_estimator": ("model", NetRules(RULES["motion_estimator"])),
+    "net_g": ("model", NetRules(RULES["net_g"], checks=(_net_g_checks,), adapt=_net_g_adapt)),
+    "net_d": ("discriminator", NetRules(RULES["net_d"])),
+}
 
 
 def _pick(obj: Any, use_ema: bool, what: str) -> dict[str, Tensor]:
@@ -288,9 +234,9 @@ def prepare(files: Sequence[Any], use_ema: bool = True) -> dict[str, dict[str, T
     """
     out: dict[str, dict[str, Tensor]] = {}
     for n, obj in enumerate(files):
-        if isinstance(obj, Mapping) and set(obj) & set(_TARGET) and not set(obj) & {"params", "params_ema"}:
+        if isinstance(obj, Mapping) and set(obj) & set(_NETS) and not set(obj) & {"params", "params_ema"}:
             for net, sd in obj.items():
-                if net not in _TARGET:
+                if net not in _NETS:
                     raise CheckpointError(f"SMAC converter: unknown network {net!r} (expected net_g, "
                                           f"motion_estimator, net_d)")
                 if net in out:
@@ -314,27 +260,8 @@ def prepare(files: Sequence[Any], use_ema: bool = True) -> dict[str, dict[str, T
 @register_converter("smac")
 def convert_smac(official: Mapping[str, Mapping[str, Tensor]]) -> dict[str, dict[str, Tensor]]:
     """Map ``{'net_g': sd, 'motion_estimator': sd[, 'net_d': sd]}`` to ``{'model': sd[, 'discriminator': sd]}``."""
-    if not isinstance(official, Mapping):
-        raise CheckpointError(f"SMAC converter: expected a dict of networks, got {type(official).__name__}")
-    absent = [n for n in _REQUIRED if n not in official]
-    if absent:
-        raise CheckpointError(f"SMAC converter: missing networks: {', '.join(absent)} (has: "
-                              f"{', '.join(map(str, official)) or 'nothing'}); pass the net_g and the "
-                              f"net_motion_estimator files together")
-    unknown = [n for n in official if n not in _TARGET]
-    if unknown:
-        raise CheckpointError(f"SMAC converter: unknown networks: {', '.join(map(str, unknown))}")
-    result: dict[str, dict[str, Tensor]] = {}
-    for net, dest in _TARGET.items():
-        if official.get(net) is None:
-            continue
-        converted = _convert_net(net, official[net])
-        bucket = result.setdefault(dest, {})
-        clash = sorted(set(bucket) & set(converted))
-        if clash:
-            raise CheckpointError(f"SMAC converter: keys filled twice: {', '.join(clash)}")
-        bucket.update(converted)
-    return result
+    return convert_networks("SMAC", official, _NETS, required=_REQUIRED, source=None,
+                            hint="; pass the net_g and the net_motion_estimator files together")
 
 
 convert_smac.prepare = prepare  # type: ignore[attr-defined]
