@@ -62,8 +62,9 @@ FACE_LANDMARKER_TASK = WeightsSpec(
     "model card's face_landmarker.task, https://storage.googleapis.com/mediapipe-models/face_landmarker/"
     "face_landmarker/float16/1/face_landmarker.task, is the same network)")
 
-MEDIAPIPE_INSTALL = ('pip install --no-deps "mediapipe==0.10.21" && pip install absl-py attrs flatbuffers '
-                     '"protobuf>=4.25.3,<5" matplotlib opencv-python-headless   (--no-deps: its metadata pins '
+MEDIAPIPE_INSTALL = ('scripts/install-mediapipe VENV (from the thkit repository), or: pip install --no-deps '
+                     '"mediapipe==0.10.21" && pip install absl-py attrs flatbuffers "protobuf>=4.25.3,<5" matplotlib '
+                     '(and opencv-python-headless if cv2 is missing)   (--no-deps: its metadata pins '
                      'numpy<2 and pulls jax, neither is needed; it fails with protobuf>=6; 0.10.21 is the last '
                      'release whose wheel ships the face_mesh models)')
 FACE_ALIGNMENT_INSTALL = "pip install face-alignment  (or pip install 'thkit[metrics]')"
