@@ -11,7 +11,8 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 import torch
 
@@ -20,14 +21,17 @@ from thkit.errors import CheckpointError
 FORMAT = "thkit-ckpt/1"
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> Path:
+    """Call ``write(file)`` on a temporary file in the same folder, fsync, then rename it over ``path``.
+
+    A crash (or an exception in ``write``) leaves the previous ``path`` intact and no temporary file behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -36,6 +40,11 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path: str | os.PathLike, state_dicts: dict[str, dict[str, torch.Tensor]], meta: dict | None = None) -> Path:

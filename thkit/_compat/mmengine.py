@@ -218,23 +218,10 @@ def load_local_checkpoint(filename, map_location=None):
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Write a small text file atomically (temp file in the same folder, fsync, rename)."""
-    import os
-    import tempfile
+    """Write a small text file atomically (:func:`thkit.checkpoint.atomic_write`)."""
+    from thkit.checkpoint import atomic_write
 
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def save_checkpoint_with_step(hook, runner, step: int, meta: dict) -> None:
