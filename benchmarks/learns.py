@@ -1,0 +1,179 @@
+"""Does training learn?  Train recipes on the synthetic talking heads for a fixed wall-time budget and compare
+held-out reconstruction before and after with the copy-the-source baseline.
+
+For each recipe (default ``fomm/small`` and ``smac/small``):
+
+1. the synthetic dataset (``thkit.datasets.synthetic``) is written once to ``--data`` (no download);
+2. ``thkit train``'s runner is built (``thkit.engine.runner.build_runner``) with the recipe's losses and
+   optimisers, the synthetic data, and a :class:`~thkit.engine.hooks.TimeBudgetHook` of ``--minutes``; recipes
+   without training entries (``smac/small`` today) get them from ``recipes/_base_/`` (runtime, the method's
+   schedule, synthetic data);
+3. held-out reconstruction (FOMM's protocol: frame 0 of each *test* video is the source of all its other frames) is
+   measured with :class:`thkit.metrics.pixel.L1` / :class:`~thkit.metrics.pixel.PSNR` on the initial generator, on the
+   trained one, and for ``prediction = source`` (copy the source: what a model that never moves scores).
+
+Without ``$THKIT_VGG19_WEIGHTS`` the perceptual loss uses a fixed random VGG-19 (``allow_random``).
+
+    python benchmarks/learns.py                                   # 15 min each at 128 px
+    python benchmarks/learns.py --recipes fomm/small --minutes 5 --size 64 --threads 1
+
+Measured (2026-11, 2 shared CPU cores under a load of about 7, one thread, ``--size 64 --batch 8 --workers 1``,
+100 synthetic videos of 32 frames, 150 held-out frames, random VGG-19):
+
+    recipe        iters  train s  L1 start   L1 end  L1 copy  PSNR start  PSNR end PSNR copy
+    fomm/small      255      904    0.1652   0.0471   0.0175       14.07     23.40     26.74
+    smac/small      143      907    0.2390   0.0852   0.0175       10.58     18.97     26.74
+
+Both learn (held-out L1 down 3.5x / 2.8x) but after 15 CPU minutes neither reaches copy-the-source yet: the
+synthetic heads move little between frames, so copying the source is a strong baseline, and 255 / 143
+iterations are a tiny fraction of a real schedule (FOMM: ~80k iterations of batch 40).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULES = {"fomm": "schedules/fomm_vox.py", "smac": "schedules/smac_vox.py", "tpsmm": "schedules/fomm_vox.py"}
+
+
+def training_options(recipe: str, args) -> dict:
+    """``--cfg-options`` that make ``recipe`` train on the synthetic data for the time budget."""
+    from mmengine.config import Config
+
+    from thkit.recipe import load_recipe
+
+    cfg = load_recipe(recipe)
+    base = ROOT / "recipes" / "_base_"
+    opts: dict = {}
+    synth = Config.fromfile(str(base / "datasets" / "synthetic.py"))
+    method = recipe.split("/")[0]
+    for part in ("runtime.py", SCHEDULES.get(method, "schedules/fomm_vox.py")):
+        for k, v in Config.fromfile(str(base / part)).to_dict().items():
+            if k not in cfg:
+                opts[k] = v
+    synth_opts = dict(videos=args.videos, frames=args.frames, seed=0)
+    train = synth.synthetic_train_dataloader.to_dict()
+    train.update(batch_size=args.batch, num_workers=args.workers, persistent_workers=args.workers > 0)
+    train["dataset"].update(root=args.data, synth=synth_opts)
+    opts["train_dataloader"] = train
+    opts["val_dataloader"] = None
+    opts["image_size"] = args.size
+    opts["train_cfg.max_iters"] = 10**8
+    opts["train_cfg.val_interval"] = 10**9
+    opts["param_scheduler"] = []
+    opts["default_hooks.checkpoint.interval"] = 10**9
+    opts["default_hooks.logger.interval"] = 20
+    opts["custom_hooks"] = [dict(type="TrainRecordsHook"), dict(type="TimeBudgetHook", seconds=args.minutes * 60),
+                            dict(type="SampleGridHook", interval=10**9, num_samples=4), dict(type="ExportWeightsHook")]
+    if "perceptual" in cfg.get("losses", {}):
+        opts["losses.perceptual.allow_random"] = True
+        if args.size < 128:  # VGG-19 to relu5_1 needs 16 px at the coarsest pyramid level
+            opts["losses.perceptual.scales"] = [s for s in cfg.losses.perceptual.get("scales", [1, 0.5, 0.25, 0.125])
+                                                if args.size * s >= 16]
+    comp = cfg.model.get("compensator") or {}
+    for part in ("motion", "appearance"):  # SMAC: the token grid follows the image size
+        if isinstance(comp.get(part), dict) and "num_tokens" in comp[part].get("transformer", {}):
+            opts[f"model.compensator.{part}.transformer.num_tokens"] = (args.size // 8) ** 2
+    return opts
+
+
+@torch.no_grad()
+def held_out(generator, args, input_range) -> dict[str, float]:
+    """L1 / PSNR of the generator and of copy-the-source on the test videos (frame 0 of each video is the
+    source of its other frames)."""
+    from thkit.datasets.frames import FramesDataset
+    from thkit.metrics.pixel import L1, PSNR
+
+    ds = FramesDataset(args.data, mode="reconstruction", image_size=args.size, input_range=input_range,
+                       max_frames=args.eval_frames)
+    metrics = {k: (L1(input_range=input_range), PSNR(input_range=input_range)) for k in ("model", "copy_source")}
+    was = generator.training
+    generator.eval()
+    lo, hi = input_range
+    # frame 0 is the source itself (copy-the-source would score a perfect, infinite-PSNR frame): left out
+    keep = [i for i in range(len(ds)) if ds[i]["frame_ids"][1] != 0]
+    for start in range(0, len(keep), args.batch):
+        items = [ds[i] for i in keep[start:start + args.batch]]
+        src = torch.stack([it["source"] for it in items])
+        drv = torch.stack([it["driving"] for it in items])
+        pred = generator(src, drv)["prediction"].clamp(lo, hi)
+        for name, p in (("model", pred), ("copy_source", src)):
+            for m in metrics[name]:
+                m.update(p, drv)
+    generator.train(was)
+    out = {}
+    for name, (l1, psnr) in metrics.items():
+        out[f"{name}_l1"] = l1.compute()["value"]
+        out[f"{name}_psnr"] = psnr.compute()["value"]
+    out["frames"] = len(keep)
+    return out
+
+
+def run(recipe: str, args) -> dict:
+    from thkit.engine.runner import build_runner
+    from thkit.engine.trainer import unwrap
+
+    work_dir = Path(args.work_dir) / recipe.replace("/", "_")
+    runner = build_runner(recipe, work_dir=str(work_dir), cfg_options=training_options(recipe, args))
+    trainer = unwrap(runner.model)
+    before = held_out(trainer.gen, args, trainer.input_range)
+    t0 = time.perf_counter()
+    runner.train()
+    seconds = time.perf_counter() - t0
+    after = held_out(trainer.gen, args, trainer.input_range)
+    return dict(recipe=recipe, iterations=runner.iter, train_seconds=round(seconds, 1), batch=args.batch,
+                size=args.size, frames=after["frames"], start_l1=before["model_l1"], end_l1=after["model_l1"],
+                copy_l1=after["copy_source_l1"], start_psnr=before["model_psnr"], end_psnr=after["model_psnr"],
+                copy_psnr=after["copy_source_psnr"], work_dir=str(work_dir))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipes", nargs="+", default=["fomm/small", "smac/small"])
+    p.add_argument("--minutes", type=float, default=15.0, help="training wall time per recipe (<= 15 in the report)")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--videos", type=int, default=100, help="synthetic videos (10%% are held out)")
+    p.add_argument("--frames", type=int, default=32, help="frames per synthetic video")
+    p.add_argument("--eval-frames", type=int, default=16, help="frames per held-out video")
+    p.add_argument("--data", default=None, help="synthetic dataset folder (default data/synth<size>)")
+    p.add_argument("--work-dir", default="work_dirs/learns")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--out", default=None, help="also write the results as JSON")
+    args = p.parse_args()
+    args.data = args.data or f"data/synth{args.size}"
+    torch.set_num_threads(args.threads)
+    if not Path(args.data).exists():
+        from thkit.datasets.synthetic import write_synthetic_dataset
+
+        t = time.perf_counter()
+        write_synthetic_dataset(args.data, videos=args.videos, frames=args.frames, size=args.size, seed=0)
+        print(f"synthetic data written to {args.data} in {time.perf_counter() - t:.0f} s")
+    rows = [run(r, args) for r in args.recipes]
+    print()
+    print(f"held-out reconstruction on {rows[0]['frames']} test frames ({args.size} px); start = initial weights, "
+          f"end = after training, copy = prediction := source")
+    head = f"{'recipe':<12} {'iters':>6} {'train s':>8}  {'L1 start':>8} {'L1 end':>8} {'L1 copy':>8}  " \
+           f"{'PSNR start':>10} {'PSNR end':>9} {'PSNR copy':>9}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        f = lambda v: f"{v:.4f}" if math.isfinite(v) else str(v)  # noqa: E731
+        g = lambda v: f"{v:.2f}" if math.isfinite(v) else str(v)  # noqa: E731
+        print(f"{r['recipe']:<12} {r['iterations']:>6} {r['train_seconds']:>8.0f}  {f(r['start_l1']):>8} "
+              f"{f(r['end_l1']):>8} {f(r['copy_l1']):>8}  {g(r['start_psnr']):>10} {g(r['end_psnr']):>9} "
+              f"{g(r['copy_psnr']):>9}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
