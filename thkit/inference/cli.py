@@ -24,7 +24,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="override recipe values")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="driving frames per forward pass (default: 1 on CPU, where larger batches are slower per frame; 8 on CUDA)")
+                   help="driving frames per forward pass (default: 4 on CPU, 8 on CUDA; see benchmarks/animate.py)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,7 +48,7 @@ def _batch_size(args, device) -> int:
 
             raise InferenceError(f"--batch-size must be >= 1, got {args.batch_size}")
         return args.batch_size
-    return 8 if device.type == "cuda" else 1
+    return 8 if device.type == "cuda" else 4
 
 
 def cmd_animate(args) -> int:

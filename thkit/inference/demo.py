@@ -179,7 +179,7 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     Image.fromarray(source).save(out / "source.png")
     mt = motion_settings(mcfg)
     res = animate_video(model, source, driving, video, image_size=size, input_range=input_range, crop=True,
-                        side_by_side=True, batch_size=8 if dev.type == "cuda" else 1, device=dev, progress=progress,
+                        side_by_side=True, batch_size=8 if dev.type == "cuda" else 4, device=dev, progress=progress,
                         relative=mt["relative"], relative_jacobian=mt["relative_jacobian"],
                         adapt_movement_scale=mt["adapt_movement_scale"])
     console.print(f"    {res.frames} frames at {res.fps:.2f} fps, face crop by {res.crop.get('detector')}, "
@@ -195,7 +195,7 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
         m, _ = load_model(recipe, checkpoint=ckpt, random_weights=ckpt is None, cfg_options={"image_size": size},
                           device=dev, seed=seed)
         metrics, _ = build_metrics(list(DEMO_METRICS), "reconstruction", device=dev)
-        info = evaluate(m, data, "reconstruction", metrics, size, input_range, batch_size=1 if dev.type == "cpu" else 8,
+        info = evaluate(m, data, "reconstruction", metrics, size, input_range, batch_size=4 if dev.type == "cpu" else 8,
                         device=dev, progress=progress)
         results[label] = summarize(metrics)
     info.update(recipe=recipe, size=size, device=dev.type, seed=seed, iterations=iterations,
