@@ -23,7 +23,6 @@ from __future__ import annotations
 import ast
 import csv
 import json
-import math
 import os
 import sys
 import time
@@ -382,26 +381,15 @@ def summarize(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write strictly valid JSON atomically (temporary file in the same folder, then rename); values are made
-    JSON-safe by :func:`thkit.metrics.report.to_jsonable` (NaN -> null, inf -> "inf")."""
-    import tempfile
-
+    """Write strictly valid JSON atomically (:func:`thkit.checkpoint.atomic_write`); values are made JSON-safe by
+    :func:`thkit.metrics.report.to_jsonable` (NaN -> null, inf -> "inf")."""
+    from thkit.checkpoint import atomic_write
+    from thkit.inference.video import _default_permissions
     from thkit.metrics.report import to_jsonable
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    from thkit.inference.video import _default_permissions
-
-    _default_permissions(Path(tmp))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_jsonable(obj), f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    path = atomic_write(path, lambda f: f.write(text), mode="w")
+    _default_permissions(path)
     return path
 
 
