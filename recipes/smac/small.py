@@ -1,7 +1,7 @@
 # SMAC at reduced widths for CPU training, tests and demos: 128 px, 10 keypoints, VQGAN nf 16, codebooks 128 x 16
 # (motion) and 128 x 64 (appearance), 4-head transformers.  Same structure as vox256.py (4 scales, windows 1/2/4/8);
 # the token grid follows the image size: 128 / 8 = 16 x 16 tokens.
-_base_ = ['./vox256.py']
+_base_ = ['./vox256.py', '../_base_/datasets/synthetic.py']
 
 image_size = 128
 num_kp = 10
@@ -34,3 +34,11 @@ model = dict(
 
 discriminator = dict(ndf=16, n_layers=3)
 test_size = 128
+
+# ---- training on the synthetic data (no download), CPU-sized batches and schedule -----------------------------
+losses = dict(perceptual=dict(allow_random=True))
+train_dataloader = dict(_delete_=True, **dict(_base_.synthetic_train_dataloader, batch_size=4))
+val_dataloader = dict(_delete_=True, **_base_.synthetic_val_dataloader)
+train_cfg = dict(max_iters=20_000, val_interval=1000)
+param_scheduler = [dict(type='MultiStepLR', by_epoch=False, milestones=[12_000, 18_000], gamma=0.1)]
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=1000))

@@ -9,6 +9,8 @@
 # encoder of the source (taps at 256/128/64 px and the 32x32 latent) -> multi-scale codebook compensation
 # (MCC refines flow + occlusion, the feature is warped, ACC compensates it; scales 32, 64, 128, 256) -> VQGAN decoder
 # fusing the compensated features with SFT + addition.  Images in [-1, 1]; the output has no activation.
+_base_ = ['../_base_/runtime.py', '../_base_/datasets/voxceleb.py', '../_base_/schedules/smac_vox.py']
+
 image_size = 256
 input_range = (-1, 1)
 num_kp = 15
@@ -89,3 +91,7 @@ losses = dict(
 # training (for reference): Adam lr 8e-5, betas (0.9, 0.99), separate optimisers for generator, motion estimator and
 # discriminator; 250k iterations, x0.5 at 200k and 225k; EMA 0.995 on net_g; batch 16 (4 GPUs x 4)
 test_size = 256  # the full model's token grid is fixed by image_size
+
+# ---- training data (the schedule and optimisers come from _base_/schedules/smac_vox.py) ----------------------
+# official train.yml: batch 4 per GPU on 4 GPUs; no colour jitter
+train_dataloader = dict(batch_size=4, dataset=dict(augmentation=dict(jitter_p=0.0)))
