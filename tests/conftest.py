@@ -29,3 +29,33 @@ def run_cli(*args, env=None, cwd=None):
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "thkit.cli", *args], capture_output=True, text=True, env=e,
                           cwd=cwd or ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    The models these modules run are narrow: one thread is as fast as two, and on a busy 2-core machine two
+    threads can be many times slower.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def official_nets(method: str, official_state_dicts: dict):
+    """``recipes/<method>/tiny_fixture.py``'s model and discriminator in eval mode, with the fixture's official
+    weights converted by thkit's converter and loaded strictly."""
+    from thkit.builder import build, build_model
+    from thkit.checkpoint import load_state_dict_strict
+    from thkit.convert import CONVERTERS
+    from thkit.recipe import load_recipe
+
+    cfg = load_recipe(f"{method}/tiny_fixture")
+    model = build_model(cfg.model.to_dict()).eval()
+    disc = build("discriminator", cfg.discriminator.to_dict(), path="discriminator").eval()
+    sds = CONVERTERS[method](official_state_dicts)
+    load_state_dict_strict(model, sds["model"], "model")
+    load_state_dict_strict(disc, sds["discriminator"], "discriminator")
+    return model, disc

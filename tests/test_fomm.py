@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES as OFFICIAL
+from conftest import official_nets
 
 from thkit.builder import build, build_model
 from thkit.checkpoint import load_state_dict_strict
@@ -20,9 +21,7 @@ from thkit.motion.fomm import heatmap_to_keypoints, spatial_softmax
 from thkit.recipe import load_recipe
 from thkit.transfer import hull_area, movement_scale, transfer_motion
 
-FIXTURES = Path("/work/shared/fixtures/official/fomm")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[1] / "shared/fixtures/official/fomm"
+FIXTURES = OFFICIAL / "fomm"  # ../shared/fixtures/official beside the repository
 
 ATOL = 1e-4  # features, images, flows
 KP_ATOL = 1e-5  # keypoints and Jacobians (measured: <= 4e-6)
@@ -45,13 +44,7 @@ def fx():
 
 @pytest.fixture(scope="module")
 def nets(fx):
-    cfg = load_recipe("fomm/tiny_fixture")
-    model = build_model(cfg.model.to_dict()).eval()
-    disc = build("discriminator", cfg.discriminator.to_dict(), path="discriminator").eval()
-    sds = CONVERTERS["fomm"](fx["state_dict"])
-    load_state_dict_strict(model, sds["model"], "model")
-    load_state_dict_strict(disc, sds["discriminator"], "discriminator")
-    return model, disc
+    return official_nets("fomm", fx["state_dict"])
 
 
 def test_fixture_config_matches_recipe(fx):

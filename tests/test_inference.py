@@ -23,13 +23,7 @@ SMAC64 = {"model.compensator.motion.transformer.num_tokens": 64,
           "model.keypoint_detector.num_blocks": 4, "model.motion.num_blocks": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on the shared 2-core machine, 2 threads under load are ~30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(recipe: str, options: dict | None = None, dtype=torch.float32):

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES as OFFICIAL
+from conftest import official_nets
 
 from thkit.builder import build, build_model
 from thkit.checkpoint import convert_official, load_state_dict_strict
@@ -29,9 +30,7 @@ from thkit.layers import kp2gaussian
 from thkit.recipe import load_recipe
 from thkit.transfer import transfer_motion
 
-FIXTURES = Path("/work/shared/fixtures/official/smac")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/official/smac"
+FIXTURES = OFFICIAL / "smac"  # ../shared/fixtures/official beside the repository
 
 KP_ATOL = 1e-5
 KP_NORM_ATOL = 3e-5  # relative keypoints: (kp_d - kp_init) * 2.09 (the fixture's movement scale) + kp_s
@@ -67,13 +66,7 @@ def _close(t: torch.Tensor, ref, atol: float, what: str) -> float:
     return err
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The fixture model is narrow (8-16 channels) at 256 px: one thread is as fast, and robust to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +81,7 @@ def inputs(fx):
 
 @pytest.fixture(scope="module")
 def nets(fx):
-    cfg = load_recipe("smac/tiny_fixture")
-    model = build_model(cfg.model.to_dict()).eval()
-    disc = build("discriminator", cfg.discriminator.to_dict(), path="discriminator").eval()
-    sds = CONVERTERS["smac"](fx["state_dict"])
-    load_state_dict_strict(model, sds["model"], "model")
-    load_state_dict_strict(disc, sds["discriminator"], "discriminator")
-    return model, disc
+    return official_nets("smac", fx["state_dict"])
 
 
 @pytest.fixture(scope="module")

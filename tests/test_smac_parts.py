@@ -36,13 +36,7 @@ def _model(name: str, size: int = SIZE, **overrides):
     return cfg, build_model(cfg.model.to_dict())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions: one thread is as fast as two and robust to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(size: int, batch: int = 1, seed: int = 0):

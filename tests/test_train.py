@@ -26,12 +26,7 @@ G_TERMS = ("perceptual", "equivariance_value", "equivariance_jacobian", "adversa
 D_TERMS = ("d_adversarial_gan", "loss_d")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import os
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from thkit.errors import CheckpointError
