@@ -59,3 +59,14 @@ def official_nets(method: str, official_state_dicts: dict):
     load_state_dict_strict(model, sds["model"], "model")
     load_state_dict_strict(disc, sds["discriminator"], "discriminator")
     return model, disc
+
+
+def official_zero_state_dicts(method: str) -> dict:
+    """Zero tensors with the shapes and dtypes of ``<method>/vox256_keys.json``: the official full-size
+    networks' state dicts, ``{network: {key: tensor}}`` (for key-conversion tests without weights)."""
+    import json
+
+    keys = json.loads((FIXTURES / method / "vox256_keys.json").read_text())
+    return {net: {k: torch.zeros(shape, dtype=getattr(torch, info.get("non_float32_keys", {}).get(k, "float32")))
+                  for k, shape in info["keys"].items()}
+            for net, info in keys["networks"].items()}

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 from conftest import FIXTURES as OFFICIAL
-from conftest import official_nets
+from conftest import official_nets, official_zero_state_dicts
 
 from thkit.builder import build, build_model
 from thkit.checkpoint import load_state_dict_strict
@@ -303,16 +303,9 @@ def test_vox256_parameter_counts_equal_official(vox256):
     assert cfg.model.motion.align_corners is True and cfg.model.warper.align_corners is True
 
 
-def _zeros_from_keys():
-    keys = json.loads((FIXTURES / "vox256_keys.json").read_text())
-    return {net: {k: torch.zeros(shape, dtype=getattr(torch, info["non_float32_keys"].get(k, "float32")))
-                  for k, shape in info["keys"].items()}
-            for net, info in keys["networks"].items()}
-
-
 def test_vox256_official_keys_convert_completely(vox256):
     _, model, disc = vox256
-    official = _zeros_from_keys()
+    official = official_zero_state_dicts("fomm")
     official.update(optimizer_generator={}, optimizer_kp_detector={}, optimizer_discriminator={}, epoch=99)
     sds = CONVERTERS["fomm"](official)
     assert set(sds) == {"model", "discriminator"}

@@ -19,7 +19,7 @@ import warnings
 import pytest
 import torch
 from conftest import FIXTURES as OFFICIAL
-from conftest import official_nets
+from conftest import official_nets, official_zero_state_dicts
 
 from thkit.builder import build, build_model
 from thkit.checkpoint import convert_official, load_state_dict_strict
@@ -319,16 +319,9 @@ def test_vox256_parameter_counts_equal_official(vox256):
     assert model.encoder.out_blocks == [2, 5, 8, 11, 18] and sorted(model.decoder.fuse_at) == [9, 12, 15]
 
 
-def _zeros_from_keys() -> dict:
-    keys = json.loads((FIXTURES / "vox256_keys.json").read_text())
-    return {net: {k: torch.zeros(shape, dtype=getattr(torch, info["non_float32_keys"].get(k, "float32")))
-                  for k, shape in info["keys"].items()}
-            for net, info in keys["networks"].items()}
-
-
 def test_vox256_official_keys_convert_completely(vox256):
     _, model, disc = vox256
-    official = _zeros_from_keys()
+    official = official_zero_state_dicts("smac")
     sds = CONVERTERS["smac"](official)
     assert len(sds["model"]) == 472 + 150 and len(sds["discriminator"]) == 28
     with warnings.catch_warnings():

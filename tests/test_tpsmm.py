@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import official_zero_state_dicts
 
 from thkit.builder import build, build_model
 from thkit.checkpoint import load_state_dict_strict
@@ -250,11 +251,7 @@ def test_other_image_size_runs(nets):
 # -- converter ----------------------------------------------------------------------------------------------
 def test_vox256_keys_convert_completely_into_the_vox256_recipe(fixtures_dir):
     keys = json.loads((fixtures_dir / "tpsmm" / "vox256_keys.json").read_text())
-    official = {}
-    for net, info in keys["networks"].items():
-        dtypes = info.get("non_float32_keys", {})
-        official[net] = {k: torch.zeros(shape, dtype=torch.int64 if k in dtypes else torch.float32)
-                         for k, shape in info["keys"].items()}
+    official = official_zero_state_dicts("tpsmm")
     official["epoch"] = 100
     official["optimizer"] = {"state": {}, "param_groups": []}
     sds = CONVERTERS["tpsmm"](official)
