@@ -22,6 +22,7 @@ from torch import nn
 from thkit.interfaces import KeypointDetector, MotionEstimator
 from thkit.layers import AntiAliasInterpolation2d, Hourglass, kp2gaussian, make_coordinate_grid
 from thkit.registry import KEYPOINT_DETECTORS, MOTION_ESTIMATORS
+from thkit.warp.grid_sample import warp_by_each
 
 Tensor = torch.Tensor
 
@@ -213,11 +214,7 @@ class FirstOrderMotion(MotionEstimator):
 
     def deform_sources(self, source: Tensor, motions: Tensor) -> Tensor:
         """The source warped by every sparse motion (FOMM eq. 5's ``S(T^k(z))``): (B, K+1, C, h, w)."""
-        b, c, h, w = source.shape
-        n = motions.shape[1]
-        repeated = source.unsqueeze(1).expand(b, n, c, h, w).reshape(b * n, c, h, w)
-        warped = F.grid_sample(repeated, motions.reshape(b * n, h, w, 2), align_corners=self.align_corners)
-        return warped.reshape(b, n, c, h, w)
+        return warp_by_each(source, motions, self.align_corners)
 
     def prepare_source(self, source: Tensor, kp_source: dict[str, Tensor]) -> dict[str, Tensor]:
         """The source-only inputs of :meth:`forward`: the anti-aliased source at the motion resolution

@@ -26,6 +26,7 @@ from torch import nn
 from thkit.interfaces import KeypointDetector, MotionEstimator
 from thkit.layers import AntiAliasInterpolation2d, Hourglass, UpBlock2d, kp2gaussian, make_coordinate_grid
 from thkit.registry import KEYPOINT_DETECTORS, MOTION_ESTIMATORS
+from thkit.warp.grid_sample import warp_by_each
 
 Tensor = torch.Tensor
 
@@ -336,11 +337,7 @@ class ThinPlateSplineMotion(MotionEstimator):
 
     def deform_source(self, image: Tensor, transformations: Tensor) -> Tensor:
         """The (downsampled) source warped by each transform: (B, K+1, C, h, w)."""
-        b, c, h, w = image.shape
-        k1 = transformations.shape[1]
-        rep = image.unsqueeze(1).expand(b, k1, c, h, w).reshape(b * k1, c, h, w)
-        out = F.grid_sample(rep, transformations.reshape(b * k1, h, w, 2), align_corners=self.align_corners)
-        return out.view(b, k1, c, h, w)
+        return warp_by_each(image, transformations, self.align_corners)
 
     def prepare_source(self, source: Tensor, kp_source: dict) -> dict[str, Tensor]:
         """The source-only inputs of :meth:`forward`: the downsampled source (``image``) and ``G(kp_s)``

@@ -21,6 +21,19 @@ def resize_flow(deformation: Tensor, size: tuple[int, int], align_corners: bool)
     return flow.permute(0, 2, 3, 1)
 
 
+def warp_by_each(image: Tensor, flows: Tensor, align_corners: bool) -> Tensor:
+    """``image`` (B, C, h, w) warped by each of N flows (B, N, h, w, 2): (B, N, C, h, w).
+
+    The deformed sources of the FOMM family's dense motion networks (FOMM eq. 5's ``S(T^k(z))``, TPSMM's
+    warped sources), in one batched ``grid_sample``.
+    """
+    b, c, h, w = image.shape
+    n = flows.shape[1]
+    repeated = image.unsqueeze(1).expand(b, n, c, h, w).reshape(b * n, c, h, w)
+    warped = F.grid_sample(repeated, flows.reshape(b * n, h, w, 2), align_corners=align_corners)
+    return warped.reshape(b, n, c, h, w)
+
+
 def select_occlusion(occlusions: Tensor | Sequence[Tensor] | None, size: tuple[int, int]) -> Tensor | None:
     """The occlusion map for a feature of ``size``: the one of that size, else the finest one."""
     if occlusions is None:
