@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from mmengine.config import DictAction
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULES = {"fomm": "schedules/fomm_vox.py", "smac": "schedules/smac_vox.py", "tpsmm": "schedules/fomm_vox.py"}
@@ -121,7 +122,8 @@ def run(recipe: str, args) -> dict:
     from thkit.engine.trainer import unwrap
 
     work_dir = Path(args.work_dir) / recipe.replace("/", "_")
-    runner = build_runner(recipe, work_dir=str(work_dir), cfg_options=training_options(recipe, args))
+    runner = build_runner(recipe, work_dir=str(work_dir), cfg_options={**training_options(recipe, args),
+                                                                       **args.cfg_options})
     trainer = unwrap(runner.model)
     before = held_out(trainer.gen, args, trainer.input_range)
     t0 = time.perf_counter()
@@ -134,7 +136,7 @@ def run(recipe: str, args) -> dict:
                 copy_psnr=after["copy_source_psnr"], work_dir=str(work_dir))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipes", nargs="+", default=["fomm/small", "smac/small"])
     p.add_argument("--minutes", type=float, default=15.0, help="training wall time per recipe (<= 15 in the report)")
@@ -142,13 +144,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--videos", type=int, default=100, help="synthetic videos (10%% are held out)")
     p.add_argument("--frames", type=int, default=32, help="frames per synthetic video")
-    p.add_argument("--eval-frames", type=int, default=16, help="frames per held-out video")
+    p.add_argument("--eval-frames", type=int, default=None, help="frames per held-out video (default: all)")
     p.add_argument("--data", default=None, help="synthetic dataset folder (default data/synth<size>)")
     p.add_argument("--work-dir", default="work_dirs/learns")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--out", default=None, help="also write the results as JSON")
-    args = p.parse_args()
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                   help="recipe overrides applied to every recipe, after the benchmark's own (KEY=VALUE)")
+    args = p.parse_args(argv)
     args.data = args.data or f"data/synth{args.size}"
     torch.set_num_threads(args.threads)
     if not Path(args.data).exists():
@@ -173,6 +177,7 @@ def main() -> None:
               f"{g(r['copy_psnr']):>9}")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

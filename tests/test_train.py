@@ -21,8 +21,10 @@ from conftest import ROOT, run_cli
 from thkit.registry import HOOKS, LOSSES
 
 SYNTH = dict(videos=6, frames=8, seed=0)
-G_TERMS = ("perceptual", "equivariance_value", "equivariance_jacobian", "adversarial_gan",
+G_TERMS = ("pixel", "perceptual", "equivariance_value", "equivariance_jacobian", "adversarial_gan",
            "adversarial_feature_matching", "loss_g")
+# fomm/small trains without a GAN (CPU-sized); the tests add FOMM vox-adv's LSGAN to cover the two-optimiser step
+GAN = dict(_delete_=True, type="LSGANLoss", weight=1.0, discriminator_weight=1.0, feature_matching=[10.0] * 4)
 D_TERMS = ("d_adversarial_gan", "loss_d")
 
 
@@ -44,6 +46,7 @@ def small_options(root: str, **extra) -> dict:
         "image_size": 64,
         "losses.perceptual.scales": [1, 0.5, 0.25],
         "losses.perceptual.layer_weights": [10, 10, 10],
+        "losses.adversarial": dict(GAN),
         "train_dataloader.batch_size": 2,
         "train_dataloader.num_workers": 0,
         "train_dataloader.dataset.root": root,
@@ -333,6 +336,7 @@ def test_bf16_training_step_of_the_trainer():
     from thkit.recipe import load_recipe
 
     cfg = load_recipe("fomm/tiny_fixture", {"losses.perceptual.layer_weights": [10],
+                                            "losses.pixel": dict(type="L1Loss", weight=1.0),
                                             "losses.adversarial.weight": 1.0,
                                             "losses.adversarial.feature_matching": [10, 10, 10, 10]})
     torch.manual_seed(0)

@@ -183,7 +183,7 @@ class HeadIdentity:
             clothes_pattern=int(rng.integers(3)), clothes_freq=u(5, 14),
             bg_top=bg_top, bg_bottom=bg_bottom, bg_blobs=blobs, bg_waves=waves, skin_waves=skin_waves,
             freckles=freckles[keep], blush=u(0.1, 0.35), light=light / np.linalg.norm(light),
-            base_xy=np.array([u(-0.06, 0.06), u(-0.2, -0.1)], np.float32), base_scale=u(0.5, 0.6),
+            base_xy=np.array([u(-0.06, 0.06), u(-0.12, -0.04)], np.float32), base_scale=u(0.68, 0.8),
         )
 
 
@@ -196,6 +196,11 @@ def smooth_track(rng: np.random.Generator, frames: int, amplitude: float, period
     w = rng.uniform(0.3, 1.0, n)
     x = (w * np.sin(2 * np.pi * t / period + phase)).sum(1) / w.sum()
     return (amplitude * x).astype(np.float32)
+
+
+# periods (in frames) of the head's pose tracks: a 32-frame clip sees most of a swing, so source and driving frames
+# of one clip differ by a real head move (VoxCeleb-like), not a drift that copying the source nearly matches
+HEAD_PERIODS = (16.0, 64.0)
 
 
 @dataclass
@@ -234,12 +239,12 @@ class HeadMotion:
         syll = 0.5 + 0.5 * smooth_track(rng, frames, 1.0, (5, 14), 3)
         mouth = np.clip(env * syll * u(0.7, 1.0) * 1.25, 0, 1).astype(np.float32)
         return cls(
-            tx=smooth_track(rng, frames, u(0.02, 0.08)),
-            ty=smooth_track(rng, frames, u(0.02, 0.06)),
-            scale=1 + smooth_track(rng, frames, u(0.02, 0.07)),
-            yaw=smooth_track(rng, frames, math.radians(u(8, 30))),
-            pitch=smooth_track(rng, frames, math.radians(u(4, 15))),
-            roll=smooth_track(rng, frames, math.radians(u(3, 12))),
+            tx=smooth_track(rng, frames, u(0.08, 0.22), HEAD_PERIODS),
+            ty=smooth_track(rng, frames, u(0.05, 0.14), HEAD_PERIODS),
+            scale=1 + smooth_track(rng, frames, u(0.05, 0.12), HEAD_PERIODS),
+            yaw=smooth_track(rng, frames, math.radians(u(12, 40)), HEAD_PERIODS),
+            pitch=smooth_track(rng, frames, math.radians(u(6, 20)), HEAD_PERIODS),
+            roll=smooth_track(rng, frames, math.radians(u(4, 15)), HEAD_PERIODS),
             eye_open=eye.astype(np.float32),
             mouth_open=mouth,
             gaze_x=smooth_track(rng, frames, u(0.2, 0.8), (20, 60)),
@@ -719,12 +724,12 @@ class WarpMotion:
         head = HeadMotion.sample(rng, frames)
         u = rng.uniform
         return cls(
-            rotation=smooth_track(rng, frames, math.radians(u(3, 10))),
-            scale=1 + smooth_track(rng, frames, u(0.02, 0.06)),
-            tx=smooth_track(rng, frames, u(0.02, 0.07)),
-            ty=smooth_track(rng, frames, u(0.02, 0.05)),
-            turn_x=smooth_track(rng, frames, u(0.02, 0.06)),
-            turn_y=smooth_track(rng, frames, u(0.01, 0.04)),
+            rotation=smooth_track(rng, frames, math.radians(u(4, 14)), HEAD_PERIODS),
+            scale=1 + smooth_track(rng, frames, u(0.03, 0.08), HEAD_PERIODS),
+            tx=smooth_track(rng, frames, u(0.06, 0.16), HEAD_PERIODS),
+            ty=smooth_track(rng, frames, u(0.04, 0.10), HEAD_PERIODS),
+            turn_x=smooth_track(rng, frames, u(0.03, 0.08), HEAD_PERIODS),
+            turn_y=smooth_track(rng, frames, u(0.02, 0.05), HEAD_PERIODS),
             eye_open=head.eye_open, mouth_open=head.mouth_open, brow=head.brow,
         )
 
