@@ -18,6 +18,7 @@ import torch
 from mmengine.hooks import Hook
 
 from conftest import ROOT, run_cli
+from thkit.engine.hooks import EMA_KEY
 from thkit.registry import HOOKS, LOSSES
 
 SYNTH = dict(videos=6, frames=8, seed=0)
@@ -179,10 +180,12 @@ def test_train_cli_fomm_small_64px(tmp_path, synth_root):
 def test_resume_equals_uninterrupted_run(tmp_path, synth_root):
     """Stop after 2 of 4 iterations, resume (with 2 loader workers instead of 0): losses and weights equal a
     straight 4-iteration run (data order, augmentation and the equivariance transforms all resume)."""
-    common = dict(**{"train_cfg.max_iters": 4, "train_cfg.val_interval": 2, "default_hooks.checkpoint.interval": 2})
+    hooks = [dict(type="TrainRecordsHook", plot=False), dict(type="GeneratorEMAHook", decay=0.5, parts=["decoder"])]
+    common = dict(**{"train_cfg.max_iters": 4, "train_cfg.val_interval": 2, "default_hooks.checkpoint.interval": 2},
+                  custom_hooks=hooks)
     straight = train_runner(tmp_path / "straight", synth_root, **common)
     del straight
-    stop = dict(common, custom_hooks=[dict(type="TrainRecordsHook", plot=False), dict(type="StopAtHook", at=2)])
+    stop = dict(common, custom_hooks=hooks + [dict(type="StopAtHook", at=2)])
     train_runner(tmp_path / "resumed", synth_root, **stop)
     assert not (tmp_path / "resumed" / "iter_4.pth").exists()
     resumed = train_runner(tmp_path / "resumed", synth_root, resume=True,
@@ -194,11 +197,59 @@ def test_resume_equals_uninterrupted_run(tmp_path, synth_root):
     for ra, rb in zip(a, b):
         for k in G_TERMS + D_TERMS:
             assert abs(ra[k] - rb[k]) <= 1e-6, (ra["iter"], k, ra[k], rb[k])
-    sa = torch.load(tmp_path / "straight" / "iter_4.pth", weights_only=True)["state_dict"]
-    sb = torch.load(tmp_path / "resumed" / "iter_4.pth", weights_only=True)["state_dict"]
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6, rtol=0), k
+    ca = torch.load(tmp_path / "straight" / "iter_4.pth", weights_only=True)
+    cb = torch.load(tmp_path / "resumed" / "iter_4.pth", weights_only=True)
+    # the generator EMA resumes too (it is in the checkpoint)
+    for sa, sb in ((ca["state_dict"], cb["state_dict"]),
+                   (ca[EMA_KEY]["state_dict"], cb[EMA_KEY]["state_dict"])):
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6, rtol=0), k
+    ema = {k: v for k, v in ca[EMA_KEY]["state_dict"].items() if k.startswith("decoder.module.")}
+    assert ema and all(("generator.decoder." + k[len("decoder.module."):]) in ca["state_dict"] for k in ema)
+    assert any(not torch.equal(v, ca["state_dict"]["generator.decoder." + k[len("decoder.module."):]])
+               for k, v in ema.items() if v.is_floating_point()), "the EMA equals the online weights"
+
+
+class _Runner:
+    """The parts of an mmengine runner that GeneratorEMAHook uses."""
+
+    def __init__(self, gen):
+        self.model = torch.nn.Module()
+        self.model.gen = gen
+        self.iter = 0
+        self.hooks = []
+
+
+def test_generator_ema_hook_averages_the_chosen_parts_and_swaps_for_validation():
+    from thkit.engine.hooks import GeneratorEMAHook
+
+    gen = torch.nn.Module()
+    gen.decoder, gen.motion = torch.nn.Linear(3, 2), torch.nn.Linear(2, 2)
+    runner = _Runner(gen)
+    hook = GeneratorEMAHook(decay=0.9, parts=["decoder"])
+    hook.before_run(runner)
+    thetas = []
+    for it in range(3):
+        with torch.no_grad():
+            for p in gen.parameters():
+                p.add_(torch.randn_like(p))
+        thetas.append(gen.decoder.weight.detach().clone())
+        runner.iter = it
+        hook.after_train_iter(runner, it)
+    expected = thetas[0]  # the first update copies, then ema <- 0.9 ema + 0.1 theta
+    for t in thetas[1:]:
+        expected = 0.9 * expected + 0.1 * t
+    sd = hook.averaged_state_dict(runner)
+    assert torch.allclose(sd["decoder.weight"], expected, atol=1e-6)
+    assert torch.equal(sd["motion.weight"], gen.motion.weight)  # not averaged: the online weights
+    online = gen.decoder.weight.detach().clone()
+    hook.before_val_epoch(runner)
+    assert torch.allclose(gen.decoder.weight, expected, atol=1e-6)
+    hook.after_val_epoch(runner)
+    assert torch.equal(gen.decoder.weight, online)
+    with pytest.raises(ValueError, match="no part.*'encoder'.*its parts: decoder, motion"):
+        GeneratorEMAHook(parts=["encoder"]).before_run(runner)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, synth_root):

@@ -95,3 +95,8 @@ test_size = 256  # the full model's token grid is fixed by image_size
 # ---- training data (the schedule and optimisers come from _base_/schedules/smac_vox.py) ----------------------
 # official train.yml: batch 4 per GPU on 4 GPUs; no colour jitter
 train_dataloader = dict(batch_size=4, dataset=dict(augmentation=dict(jitter_p=0.0)))
+
+# official: an EMA (decay 0.995) of net_g (our encoder, compensator and decoder; not the motion estimator), saved
+# with the checkpoints and exported as the model weights (the demo loads params_ema)
+custom_hooks = _base_.custom_hooks + [
+    dict(type='GeneratorEMAHook', decay=0.995, parts=['encoder', 'compensator', 'decoder'])]

@@ -12,6 +12,8 @@ loss curves, and the final weights as a thkit checkpoint.
 ``TrainRecordsHook``        every iteration's losses in ``work_dir/records/train.jsonl`` (validation results in
                             ``val.jsonl``), and ``work_dir/records/loss_curves.png`` at the end
 ``TimeBudgetHook``          stop cleanly after a wall-time budget (fixed-budget runs, benchmarks)
+``GeneratorEMAHook``        an exponential moving average of (parts of) the generator, saved in and resumed
+                            from the checkpoints, swapped in for validation and exported as the weights
 ``ExportWeightsHook``       at the end, ``work_dir/<name>.pth``: a thkit checkpoint (generator and
                             discriminator weights only) for ``thkit build --checkpoint`` and inference
 =========================  ==================================================================================
@@ -319,10 +321,115 @@ class TimeBudgetHook(Hook):
             runner.train_loop.stop_training = True
 
 
+EMA_KEY = "thkit_generator_ema"
+
+
+@HOOKS.register_module()
+class GeneratorEMAHook(Hook):
+    """Exponential moving average of the generator's weights (SMAC/BasicSR's ``net_g_ema``), built on mmengine's
+    :class:`~mmengine.model.ExponentialMovingAverage`: after every training iteration
+
+        theta_ema <- decay * theta_ema + (1 - decay) * theta
+
+    for the parameters of the chosen generator ``parts`` (buffers, e.g. BatchNorm statistics, follow the online
+    model unless ``update_buffers``).  The averages are saved in every checkpoint (``--resume`` continues them
+    exactly), swapped into the generator for validation, and :class:`ExportWeightsHook` exports them as the
+    ``model`` weights (the online weights as ``model_online``), as SMAC's demo loads ``params_ema``.
+
+    Args:
+        decay: the EMA decay (SMAC: 0.995).
+        parts: names of the generator's sub-modules to average (SMAC averages its ``net_g`` only, i.e.
+            ``['encoder', 'compensator', 'decoder']``; the motion estimator is not averaged); None = the whole
+            generator.
+        update_buffers: average floating-point buffers too instead of copying them.
+        begin_iter: iterations before the average starts (until then it copies the online weights).
+    """
+
+    priority = "NORMAL"  # after the optimiser step (train_step), before the checkpoint hook (VERY_LOW)
+
+    def __init__(self, decay: float = 0.995, parts: list[str] | None = None, update_buffers: bool = False,
+                 begin_iter: int = 0):
+        if not 0.0 <= float(decay) < 1.0:
+            raise ValueError(f"GeneratorEMAHook: decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.parts = list(parts) if parts is not None else None
+        self.update_buffers = bool(update_buffers)
+        self.begin_iter = int(begin_iter)
+        self.averages: torch.nn.ModuleDict | None = None
+
+    def _modules(self, runner) -> dict[str, torch.nn.Module]:
+        gen = _trainer(runner).gen
+        if self.parts is None:
+            return {"": gen}
+        missing = [p for p in self.parts if not isinstance(getattr(gen, p, None), torch.nn.Module)]
+        if missing:
+            have = [n for n, _ in gen.named_children()]
+            raise ValueError(f"GeneratorEMAHook: the generator has no part(s) {', '.join(map(repr, missing))} "
+                             f"(its parts: {', '.join(have)})")
+        return {p: getattr(gen, p) for p in self.parts}
+
+    def before_run(self, runner) -> None:
+        from mmengine.model import ExponentialMovingAverage
+
+        self.averages = torch.nn.ModuleDict({
+            key or "generator": ExponentialMovingAverage(m, momentum=1.0 - self.decay, update_buffers=self.update_buffers)
+            for key, m in self._modules(runner).items()})
+
+    def _pairs(self, runner):
+        for key, m in self._modules(runner).items():
+            yield self.averages[key or "generator"], m
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        for avg, m in self._pairs(runner):
+            if runner.iter + 1 <= self.begin_iter:  # not started: keep a copy of the online weights
+                avg.module.load_state_dict(m.state_dict())
+            else:
+                avg.update_parameters(m)
+
+    def _swap(self, runner) -> None:
+        for avg, m in self._pairs(runner):
+            tensors = list(m.parameters()) + (list(m.buffers()) if self.update_buffers else [])
+            averaged = list(avg.module.parameters()) + (list(avg.module.buffers()) if self.update_buffers else [])
+            for a, b in zip(averaged, tensors):
+                tmp = a.data.clone()
+                a.data.copy_(b.data)
+                b.data.copy_(tmp)
+
+    def before_val_epoch(self, runner) -> None:
+        self._swap(runner)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._swap(runner)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[EMA_KEY] = {"decay": self.decay, "state_dict": self.averages.state_dict()}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.averages is None:
+            self.before_run(runner)
+        if EMA_KEY in checkpoint:
+            self.averages.load_state_dict(checkpoint[EMA_KEY]["state_dict"])
+        else:
+            runner.logger.warning("GeneratorEMAHook: the checkpoint has no EMA weights; the average restarts "
+                                  "from the loaded weights")
+            for avg, m in self._pairs(runner):
+                avg.module.load_state_dict(m.state_dict())
+
+    def averaged_state_dict(self, runner) -> dict[str, torch.Tensor]:
+        """The generator's state dict with the averaged parts in place of the online ones."""
+        sd = dict(_trainer(runner).gen.state_dict())
+        for key, avg in self.averages.items():
+            prefix = "" if key == "generator" and self.parts is None else f"{key}."
+            for k, v in avg.module.state_dict().items():
+                sd[prefix + k] = v
+        return sd
+
+
 @HOOKS.register_module()
 class ExportWeightsHook(Hook):
     """After training, write the generator (``model``) and discriminator weights as a thkit checkpoint
-    (``work_dir/<filename>``), loadable with ``thkit build RECIPE --checkpoint FILE`` and by inference.
+    (``work_dir/<filename>``), loadable with ``thkit build RECIPE --checkpoint FILE`` and by inference.  With a
+    :class:`GeneratorEMAHook`, ``model`` holds the averaged weights and ``model_online`` the trained ones.
 
     Args:
         filename: file name inside the work dir.
@@ -339,13 +446,18 @@ class ExportWeightsHook(Hook):
 
         trainer = _trainer(runner)
         sds = {"model": trainer.gen.state_dict()}
+        ema = next((h for h in runner.hooks if isinstance(h, GeneratorEMAHook) and h.averages is not None), None)
+        if ema is not None:  # the averaged weights are the model (SMAC's demo loads params_ema)
+            sds = {"model": ema.averaged_state_dict(runner), "model_online": sds["model"]}
         if trainer.disc is not None:
             sds["discriminator"] = trainer.disc.state_dict()
         meta = {"iteration": int(runner.iter), "experiment": str(runner.experiment_name),
                 "recipe": osp.join(runner.work_dir, "recipe.py")}
+        if ema is not None:
+            meta["ema_decay"] = ema.decay
         path = save_checkpoint(osp.join(runner.work_dir, self.filename), sds, meta)
         runner.logger.info(f"generator weights written to {path}")
 
 
-__all__ = ["AtomicCheckpointHook", "ExportWeightsHook", "ProgressBarHook", "SampleGridHook", "TimeBudgetHook",
+__all__ = ["AtomicCheckpointHook", "ExportWeightsHook", "GeneratorEMAHook", "ProgressBarHook", "SampleGridHook", "TimeBudgetHook",
            "TrainRecordsHook"]
