@@ -6,7 +6,7 @@ For each recipe (default ``fomm/small`` and ``smac/small``):
 1. the synthetic dataset (``thkit.datasets.synthetic``) is written once to ``--data`` (no download);
 2. ``thkit train``'s runner is built (``thkit.engine.runner.build_runner``) with the recipe's losses and
    optimisers, the synthetic data, and a :class:`~thkit.engine.hooks.TimeBudgetHook` of ``--minutes``; recipes
-   without training entries (``smac/small`` today) get them from ``recipes/_base_/`` (runtime, the method's
+   without some training entries get those from ``recipes/_base_/`` (runtime, the method's
    schedule, synthetic data);
 3. held-out reconstruction (FOMM's protocol: frame 0 of each *test* video is the source of all its other frames) is
    measured with :class:`thkit.metrics.pixel.L1` / :class:`~thkit.metrics.pixel.PSNR` on the initial generator, on the
@@ -14,19 +14,13 @@ For each recipe (default ``fomm/small`` and ``smac/small``):
 
 Without ``$THKIT_VGG19_WEIGHTS`` the perceptual loss uses a fixed random VGG-19 (``allow_random``).
 
+    python benchmarks/learns.py --size 64 --threads 2              # the README's table (15 min each)
     python benchmarks/learns.py                                   # 15 min each at 128 px
     python benchmarks/learns.py --recipes fomm/small --minutes 5 --size 64 --threads 1
 
-Measured (2026-11, 2 shared CPU cores under a load of about 7, one thread, ``--size 64 --batch 8 --workers 1``,
-100 synthetic videos of 32 frames, 150 held-out frames, random VGG-19):
-
-    recipe        iters  train s  L1 start   L1 end  L1 copy  PSNR start  PSNR end PSNR copy
-    fomm/small      255      904    0.1652   0.0471   0.0175       14.07     23.40     26.74
-    smac/small      143      907    0.2390   0.0852   0.0175       10.58     18.97     26.74
-
-Both learn (held-out L1 down 3.5x / 2.8x) but after 15 CPU minutes neither reaches copy-the-source yet: the
-synthetic heads move little between frames, so copying the source is a strong baseline, and 255 / 143
-iterations are a tiny fraction of a real schedule (FOMM: ~80k iterations of batch 40).
+Measured on 2026-11-21 (2 quiet CPU cores, ``--size 64 --threads 2``, batch 8, 100 synthetic videos of 32 frames,
+every frame of the 10 held-out videos, random VGG-19): both end better than copy-the-source, on L1 and by 2.6-3.1
+dB of PSNR; benchmarks/README.md has the table.
 """
 from __future__ import annotations
 

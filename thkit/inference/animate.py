@@ -183,7 +183,7 @@ def animate_video(
     face_detector: str = "auto",
     side_by_side: bool = False,
     audio: bool = True,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
     max_frames: int | None = None,
@@ -199,10 +199,13 @@ def animate_video(
     from tqdm import tqdm
 
     from thkit.inference.face import FaceDetector, find_crop, quiet_native_stderr
-    from thkit.inference.stream import StreamingAnimator
+    from thkit.inference.stream import StreamingAnimator, default_batch_size
     from thkit.inference.video import BackgroundIterator, VideoWriter, iter_frames, map_frames, probe_video
 
     device = torch.device(device)
+    batch_size = default_batch_size(device) if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise InferenceError(f"--batch-size must be >= 1, got {batch_size}")
     size = int(image_size)
     if size < 8:
         raise InferenceError(f"image size {size} is too small")

@@ -24,7 +24,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="override recipe values")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="driving frames per forward pass (default: 4 on CPU, 8 on CUDA; see benchmarks/animate.py)")
+                   help="driving frames per forward pass (default: 1 on CPU, where batching does not pay and batch 1 is "
+                        "bit-identical to the per-frame forward; 8 on CUDA; see benchmarks/animate.py)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,7 +49,9 @@ def _batch_size(args, device) -> int:
 
             raise InferenceError(f"--batch-size must be >= 1, got {args.batch_size}")
         return args.batch_size
-    return 8 if device.type == "cuda" else 4
+    from thkit.inference.stream import default_batch_size
+
+    return default_batch_size(device)
 
 
 def cmd_animate(args) -> int:

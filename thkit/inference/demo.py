@@ -124,6 +124,7 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     from thkit.engine.runner import train
     from thkit.inference.animate import animate_video, load_model, motion_settings, resolve_device
     from thkit.inference.evaluate import build_metrics, evaluate, summarize, write_json
+    from thkit.inference.stream import default_batch_size
     from thkit.metrics.report import results_table
     from thkit.recipe import load_recipe
 
@@ -179,7 +180,7 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     Image.fromarray(source).save(out / "source.png")
     mt = motion_settings(mcfg)
     res = animate_video(model, source, driving, video, image_size=size, input_range=input_range, crop=True,
-                        side_by_side=True, batch_size=8 if dev.type == "cuda" else 4, device=dev, progress=progress,
+                        side_by_side=True, batch_size=default_batch_size(dev), device=dev, progress=progress,
                         relative=mt["relative"], relative_jacobian=mt["relative_jacobian"],
                         adapt_movement_scale=mt["adapt_movement_scale"])
     console.print(f"    {res.frames} frames at {res.fps:.2f} fps, face crop by {res.crop.get('detector')}, "
