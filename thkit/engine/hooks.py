@@ -371,8 +371,9 @@ class GeneratorEMAHook(Hook):
     def before_run(self, runner) -> None:
         from mmengine.model import ExponentialMovingAverage
 
+        momentum = 1.0 - self.decay  # mmengine: avg <- (1 - momentum) * avg + momentum * theta
         self.averages = torch.nn.ModuleDict({
-            key or "generator": ExponentialMovingAverage(m, momentum=1.0 - self.decay, update_buffers=self.update_buffers)
+            key or "generator": ExponentialMovingAverage(m, momentum=momentum, update_buffers=self.update_buffers)
             for key, m in self._modules(runner).items()})
 
     def _pairs(self, runner):
@@ -459,5 +460,5 @@ class ExportWeightsHook(Hook):
         runner.logger.info(f"generator weights written to {path}")
 
 
-__all__ = ["AtomicCheckpointHook", "ExportWeightsHook", "GeneratorEMAHook", "ProgressBarHook", "SampleGridHook", "TimeBudgetHook",
-           "TrainRecordsHook"]
+__all__ = ["AtomicCheckpointHook", "ExportWeightsHook", "GeneratorEMAHook", "ProgressBarHook", "SampleGridHook",
+           "TimeBudgetHook", "TrainRecordsHook"]

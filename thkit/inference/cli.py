@@ -24,8 +24,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="override recipe values")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="driving frames per forward pass (default: 1 on CPU, where batching does not pay and batch 1 is "
-                        "bit-identical to the per-frame forward; 8 on CUDA; see benchmarks/animate.py)")
+                   help="driving frames per forward pass (default: 1 on CPU, where batching does not pay and "
+                        "batch 1 is bit-identical to the per-frame forward; 8 on CUDA; see benchmarks/animate.py)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
