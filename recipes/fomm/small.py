@@ -18,7 +18,7 @@ discriminator = dict(block_expansion=16, max_features=128)
 
 # ---- training on the synthetic data --------------------------------------------------------------------------
 # CPU-sized losses (measured with benchmarks/learns.py, whose table is in benchmarks/README.md): FOMM's perceptual
-# pyramid stops at relu1_1 (the VGG is random without $THKIT_VGG19_WEIGHTS, and relu2..5 are ~95% of its cost),
+# pyramid stops at relu1_1 (the VGG is random without $THKIT_VGG19_WEIGHTS, and relu2..5 are over 99% of its cost),
 # plus a pixel L1 term; no GAN (as fomm/vox256; fomm/vox256_adv has it); generator lr 5e-4.  With real VGG weights
 # and time, restore FOMM's: --cfg-options "losses.perceptual.layer_weights=[10,10,10,10,10]".
 losses = dict(

@@ -36,7 +36,7 @@ discriminator = dict(ndf=16, n_layers=3)
 test_size = 128
 
 # ---- training on the synthetic data (no download), CPU-sized batches and schedule -----------------------------
-# CPU-sized: the perceptual pyramid stops at relu1_1 (random VGG without $THKIT_VGG19_WEIGHTS; relu2..5 are ~95% of
+# CPU-sized: the perceptual pyramid stops at relu1_1 (random VGG without $THKIT_VGG19_WEIGHTS; relu2..5 are over 99% of
 # its cost) and the generator side learns at 2e-4 instead of 8e-5 (benchmarks/learns.py, benchmarks/README.md)
 losses = dict(perceptual=dict(allow_random=True, layer_weights=[1.0]))
 optim_wrapper = dict(generator=dict(optimizer=dict(lr=2e-4)))
