@@ -343,6 +343,13 @@ def test_synthetic_dataset_synthesizes_when_missing(tmp_path):
     assert again.names == ds.names
     with pytest.warns(DataWarning, match="other options"):
         SyntheticTalkingHeads(root, image_size=16, synth=dict(videos=5, frames=4, warp_fraction=0.0))
+    # data written by an older generator (no version stored: version 1) is reported, not silently reused
+    gt = root / "ground_truth.json"
+    data = json.loads(gt.read_text())
+    del data["generator"]["generator_version"]
+    gt.write_text(json.dumps(data))
+    with pytest.warns(DataWarning, match="generator_version: 1 != 2"):
+        SyntheticTalkingHeads(root, image_size=16, synth=dict(videos=3, frames=4, warp_fraction=0.0))
 
 
 def test_parallel_writing_gives_the_same_data(tmp_path):

@@ -52,6 +52,9 @@ from thkit.registry import DATASETS
 Tensor = torch.Tensor
 
 FORMAT_TAG = "thkit-synth/1"
+#: version of the generator's content (motion ranges, proportions); stored with the data, so that a dataset written
+#: by an older generator is reported instead of silently reused.  2: VoxCeleb-sized heads and head moves (2026-11).
+GENERATOR_VERSION = 2
 
 #: Landmark order of both kinds of video.  "r" / "l" are the subject's right / left (image left / right).
 LANDMARK_NAMES = (
@@ -989,7 +992,8 @@ def write_synthetic_dataset(
     for split in ("train", "test"):
         (tmp / split).mkdir(parents=True)
     generator = dict(videos=videos, frames=frames, size=size, seed=seed, format=format, test_fraction=test_fraction,
-                     warp_fraction=warp_fraction, videos_per_identity=videos_per_identity)
+                     warp_fraction=warp_fraction, videos_per_identity=videos_per_identity,
+                     generator_version=GENERATOR_VERSION)
     records: dict[str, dict] = {}
     bar = tqdm(total=len(specs), desc=f"synth {out.name}", unit="video", disable=None if progress else True)
     try:
@@ -1096,6 +1100,8 @@ class SyntheticTalkingHeads(FramesDataset):
             have = read_generator(root)
             if have is not None:
                 diff = {k: (have.get(k), v) for k, v in opts.items() if k in have and have.get(k) != v}
+                if have.get("generator_version", 1) != GENERATOR_VERSION:
+                    diff["generator_version"] = (have.get("generator_version", 1), GENERATOR_VERSION)
                 if diff:
                     warnings.warn(f"{root} was generated with other options than requested "
                                   f"({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in diff.items())}); using it as it "
