@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from thkit.errors import CheckpointError, ThkitError
-from thkit.inference.errors import InferenceError, InputFileError
+from thkit.inference.errors import InferenceError, InputFileError, existing_file
 
 Tensor = torch.Tensor
 
@@ -106,11 +106,7 @@ def read_image(path: str | os.PathLike, what: str = "source image") -> np.ndarra
     """An image file as ``(H, W, 3)`` uint8 RGB (alpha dropped, grey expanded)."""
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{what} {p} does not exist")
-    if p.is_dir():
-        raise InputFileError(f"{what} {p} is a folder, expected an image file")
+    p = existing_file(path, what, "an image file")
     try:
         with Image.open(p) as im:
             return np.array(im.convert("RGB"))

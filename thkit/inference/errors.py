@@ -1,9 +1,13 @@
 """Errors of the inference commands (one line each when printed by ``thkit``)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from thkit.errors import ThkitError
 
-__all__ = ["InferenceError", "InputFileError", "VideoDecodeError", "NoFaceError", "VideoWriteError", "MetricSetupError"]
+__all__ = ["InferenceError", "InputFileError", "VideoDecodeError", "NoFaceError", "VideoWriteError", "MetricSetupError",
+           "existing_file"]
 
 
 class InferenceError(ThkitError):
@@ -28,3 +32,14 @@ class VideoWriteError(InferenceError):
 
 class MetricSetupError(InferenceError):
     """A metric asked for explicitly cannot run (unknown name, missing weights file)."""
+
+
+def existing_file(path: str | os.PathLike, what: str, kind: str) -> Path:
+    """``path`` as a ``Path``; :class:`InputFileError` naming ``what`` when it does not exist or is a folder
+    (``kind``: what was expected instead, e.g. ``'an image file'``)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{what} {p} does not exist")
+    if p.is_dir():
+        raise InputFileError(f"{what} {p} is a folder, expected {kind}")
+    return p

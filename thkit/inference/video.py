@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from thkit.inference.errors import InputFileError, VideoDecodeError, VideoWriteError
+from thkit.inference.errors import VideoDecodeError, VideoWriteError, existing_file
 
 __all__ = ["VideoInfo", "probe_video", "iter_frames", "BackgroundIterator", "VideoWriter", "OUTPUT_FORMATS",
            "map_frames"]
@@ -66,11 +66,7 @@ def probe_video(path: str | os.PathLike, what: str = "video") -> VideoInfo:
     """
     import av
 
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{what} {p} does not exist")
-    if p.is_dir():
-        raise InputFileError(f"{what} {p} is a folder, expected a video file")
+    p = existing_file(path, what, "a video file")
     try:
         with av.open(str(p)) as c:
             if not c.streams.video:
