@@ -44,6 +44,18 @@ def _inputs(n: int, lo: float, hi: float, dtype=torch.float32, seed: int = 1):
     return src, frames
 
 
+def _stream_and_per_frame(recipe, options, n, batch_size, dtype=torch.float32, pass_driving=False):
+    """The model, source, frames, and the streaming and per-frame outputs for ``n`` driving frames."""
+    model, cfg = _model(recipe, options, dtype)
+    lo, hi = model.input_range
+    src, frames = _inputs(n, lo, hi, dtype)
+    mt = dict(cfg.motion_transfer)
+    ref = animate_per_frame(model, src, frames, pass_driving=pass_driving, **mt)
+    anim = StreamingAnimator(model, batch_size=batch_size, pass_driving=pass_driving, **mt)
+    anim.set_source(src)
+    return model, src, frames, list(anim.run(frames)), ref
+
+
 # --------------------------------------------------------------------------------------------------------
 # streaming == per-frame
 # --------------------------------------------------------------------------------------------------------
@@ -51,14 +63,7 @@ def _inputs(n: int, lo: float, hi: float, dtype=torch.float32, seed: int = 1):
                                             ("smac/tiny_fixture", SMAC64)])
 def test_streaming_batch1_equals_per_frame_forward(recipe, options):
     """float32, batch 1: the cached path does exactly the per-frame arithmetic (tolerance 1e-5)."""
-    model, cfg = _model(recipe, options)
-    lo, hi = model.input_range
-    src, frames = _inputs(3, lo, hi)
-    mt = dict(cfg.motion_transfer)
-    ref = animate_per_frame(model, src, frames, **mt)
-    anim = StreamingAnimator(model, batch_size=1, **mt)
-    anim.set_source(src)
-    got = list(anim.run(frames))
+    _, _, _, got, ref = _stream_and_per_frame(recipe, options, 3, batch_size=1)
     assert len(got) == len(ref) == 3
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
@@ -74,14 +79,8 @@ def test_streaming_batched_equals_per_frame_forward_float64(recipe, options, pas
     """Batches of 3 with the batch-1 source cache expanded.  In float64, so that the comparison tests the
     caching and batching logic and not float32 kernels, whose results depend on the batch size by ~1e-5
     (the model's own batch-3 vs batch-1 forward differs that much)."""
-    model, cfg = _model(recipe, options, torch.float64)
-    lo, hi = model.input_range
-    src, frames = _inputs(5, lo, hi, torch.float64)
-    mt = dict(cfg.motion_transfer)
-    ref = animate_per_frame(model, src, frames, pass_driving=pass_driving, **mt)
-    anim = StreamingAnimator(model, batch_size=3, pass_driving=pass_driving, **mt)  # batches of 3 and 2
-    anim.set_source(src)
-    got = list(anim.run(frames))
+    # batches of 3 and 2
+    _, _, _, got, ref = _stream_and_per_frame(recipe, options, 5, 3, torch.float64, pass_driving)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
 
@@ -93,14 +92,8 @@ def test_streaming_batched_float32_within_the_kernels_batch_dependence(recipe, o
     model's plain batch-3 forward differs from its batch-1 forwards (measured: FOMM 6e-8, TPSMM and SMAC ~1.2e-5).
     The streaming path adds nothing beyond that: its difference from the per-frame path stays within a small
     multiple of the model's own (and under 1e-4).  Batch 1 is exact (above); float64 is exact at any batch."""
-    model, cfg = _model(recipe, options)
-    lo, hi = model.input_range
-    src, frames = _inputs(5, lo, hi)
-    mt = dict(cfg.motion_transfer)
-    ref = animate_per_frame(model, src, frames, **mt)
-    anim = StreamingAnimator(model, batch_size=3, **mt)
-    anim.set_source(src)
-    err = max((a - b).abs().max().item() for a, b in zip(anim.run(frames), ref))
+    model, src, frames, got, ref = _stream_and_per_frame(recipe, options, 5, batch_size=3)
+    err = max((a - b).abs().max().item() for a, b in zip(got, ref))
     with torch.no_grad():
         batched = model(src[None].expand(3, -1, -1, -1), torch.stack(frames[:3]))["prediction"]
         kernels = max((batched[i] - model(src[None], frames[i][None])["prediction"][0]).abs().max().item()
