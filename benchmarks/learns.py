@@ -59,7 +59,6 @@ def training_options(recipe: str, args) -> dict:
     train["dataset"].update(root=args.data, synth=synth_opts)
     opts["train_dataloader"] = train
     opts["val_dataloader"] = None
-    opts["image_size"] = args.size
     opts["train_cfg.max_iters"] = 10**8
     opts["train_cfg.val_interval"] = 10**9
     opts["param_scheduler"] = []
@@ -69,13 +68,6 @@ def training_options(recipe: str, args) -> dict:
                             dict(type="SampleGridHook", interval=10**9, num_samples=4), dict(type="ExportWeightsHook")]
     if "perceptual" in cfg.get("losses", {}):
         opts["losses.perceptual.allow_random"] = True
-        if args.size < 128:  # VGG-19 to relu5_1 needs 16 px at the coarsest pyramid level
-            opts["losses.perceptual.scales"] = [s for s in cfg.losses.perceptual.get("scales", [1, 0.5, 0.25, 0.125])
-                                                if args.size * s >= 16]
-    comp = cfg.model.get("compensator") or {}
-    for part in ("motion", "appearance"):  # SMAC: the token grid follows the image size
-        if isinstance(comp.get(part), dict) and "num_tokens" in comp[part].get("transformer", {}):
-            opts[f"model.compensator.{part}.transformer.num_tokens"] = (args.size // 8) ** 2
     return opts
 
 
@@ -116,8 +108,8 @@ def run(recipe: str, args) -> dict:
     from thkit.engine.trainer import unwrap
 
     work_dir = Path(args.work_dir) / recipe.replace("/", "_")
-    runner = build_runner(recipe, work_dir=str(work_dir), cfg_options={**training_options(recipe, args),
-                                                                       **args.cfg_options})
+    runner = build_runner(recipe, work_dir=str(work_dir), size=args.size,  # + SMAC's token grid, perceptual scales
+                          cfg_options={**training_options(recipe, args), **args.cfg_options})
     trainer = unwrap(runner.model)
     before = held_out(trainer.gen, args, trainer.input_range)
     t0 = time.perf_counter()

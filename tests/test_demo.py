@@ -18,9 +18,9 @@ def test_demo_writes_everything(tmp_path):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        console = Console(file=open(tmp_path / "console.txt", "w"), width=200)
-        paths = run_demo(tmp_path / "demo", minutes=0.01, size=64, videos=6, frames=8, progress=False,
-                         console=console, device="cpu")
+        with open(tmp_path / "console.txt", "w") as fh:
+            paths = run_demo(tmp_path / "demo", minutes=0.01, size=64, videos=6, frames=8, progress=False,
+                             console=Console(file=fh, width=200), device="cpu")
     finally:
         torch.set_num_threads(n)
     info = probe_video(paths["video"])

@@ -13,7 +13,7 @@ import torch
 from thkit.builder import build_model
 from thkit.cli import main as thkit_main
 from thkit.inference.stream import MotionTransfer, StreamingAnimator, animate_per_frame
-from thkit.recipe import load_recipe
+from thkit.recipe import load_recipe, size_options
 from thkit.transfer import transfer_motion
 
 SIZE = 64
@@ -312,6 +312,23 @@ def test_animate_checkpoint_of_another_recipe(media, tmp_path, capsys):
     _one_line_error(capsys, "tps.pt", "does not fit recipe fomm/tiny_fixture", "missing keys")
     assert out.read_bytes() == b"previous result"  # an existing output is never clobbered by a failed run
     assert _leftovers(tmp_path) == []
+
+
+def test_animate_size_follows_into_the_recipe(media, tmp_path, capsys):
+    """``--size`` builds the model for that size (SMAC's token grid follows the image): weights trained at 64 px
+    animate with ``--size 64``; without it the error says what to pass."""
+    from thkit.checkpoint import save_checkpoint
+    from thkit.inference.video import probe_video
+
+    smac64, _ = _model("smac/small", size_options(load_recipe("smac/small"), 64))
+    ckpt = save_checkpoint(tmp_path / "smac64.pt", {"model": smac64.state_dict()})
+    out = tmp_path / "out.mp4"
+    args = ("--checkpoint", ckpt, "--source", media["source"], "--driving", media["driving"], "--out", out)
+    assert _animate(*args, recipe="smac/small") == 2
+    _one_line_error(capsys, "smac64.pt", "position_emb (64, 16) vs (256, 16)", "pass --size")
+    assert _animate(*args, "--size", 64, recipe="smac/small") == 0
+    info = probe_video(out)
+    assert (info.width, info.height) == (64, 64)
 
 
 def test_animate_official_checkpoint_auto_detected(media, tmp_path, capsys):

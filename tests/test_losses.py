@@ -211,6 +211,26 @@ def test_perceptual_errors_on_too_small_images():
         loss(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
 
 
+@pytest.mark.parametrize("mode", ["slice", "nearest"])
+@pytest.mark.parametrize("weights", [[10.0] * 5, [10.0], [1.0, 1.0, 0.0, 0.0, 0.0]])
+@pytest.mark.parametrize("size", [24, 40, 64])
+def test_scales_that_fit_are_exactly_those_the_loss_accepts(size, weights, mode):
+    from thkit.losses.perceptual import scales_that_fit
+
+    pyramid = [1.0, 0.5, 0.25, 0.125]
+    fit = scales_that_fit(size, pyramid, weights, mode)
+    x = torch.rand(1, 3, size, size)
+    for s in pyramid:
+        loss = PerceptualPyramidLoss(layer_weights=weights, scales=[s], pyramid_mode=mode, allow_random=True)
+        if s in fit:
+            loss(x, x)
+        else:
+            with pytest.raises(ValueError, match=f"at pyramid scale {s}"):
+                loss(x, x)
+    assert scales_that_fit(64, pyramid, [10.0] * 5) == [1.0, 0.5, 0.25]  # 8 px < 16 px for relu5_1
+    assert scales_that_fit(64, pyramid, [10.0]) == pyramid  # relu1_1 has no pooling
+
+
 # ------------------------------------------------------------------------------------------------------------
 # equivariance
 # ------------------------------------------------------------------------------------------------------------

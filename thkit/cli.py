@@ -105,7 +105,7 @@ def cmd_build(args) -> int:
     from thkit.recipe import load_recipe
 
     console = _console()
-    cfg = load_recipe(args.recipe, args.cfg_options)
+    cfg = load_recipe(args.recipe, args.cfg_options, size=args.size)
     load_plugins(strict=args.strict_plugins)
     if args.dump:
         cfg.dump(args.dump)

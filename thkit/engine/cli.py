@@ -12,7 +12,7 @@ def cmd_train(args) -> int:
         resume = True
     try:
         runner = train(args.recipe, work_dir=args.work_dir, resume=resume, cfg_options=args.cfg_options,
-                       launcher=args.launcher, amp=args.amp)
+                       launcher=args.launcher, amp=args.amp, size=args.size)
     except Exception:
         _finish_distributed()
         raise
@@ -47,6 +47,9 @@ def add_commands(sub) -> None:
                    help="continue training: from CKPT, or without a value from the last checkpoint in the work dir")
     t.add_argument("--cfg-options", nargs="+", action=_cfg_options_action(), metavar="KEY=VALUE",
                    help="override recipe values, e.g. train_cfg.max_iters=100 train_dataloader.batch_size=8")
+    t.add_argument("--size", type=int, default=None, metavar="PX",
+                   help="train at this image size; settings that depend on it follow (SMAC's token grid, the "
+                        "perceptual pyramid scales that fit) (default: the recipe's image_size)")
     t.add_argument("--amp", choices=("none", "fp16", "bf16"), default=None,
                    help="mixed precision: fp16 / bf16 on CUDA (AmpOptimWrapper), bf16 autocast on the CPU")
     t.add_argument("--launcher", choices=("none", "pytorch"), default=None,

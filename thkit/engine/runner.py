@@ -282,7 +282,8 @@ def _prepare_data(kw: dict[str, Any]) -> None:
 
 
 def build_runner(recipe: str | os.PathLike, work_dir: str | None = None, resume: bool | str | None = None,
-                 cfg_options: dict[str, Any] | None = None, launcher: str | None = None, amp: str | None = None):
+                 cfg_options: dict[str, Any] | None = None, launcher: str | None = None, amp: str | None = None,
+                 size: int | None = None):
     """Load ``recipe`` (with ``cfg_options``) and return an mmengine ``Runner`` ready to ``train()``.
 
     Args:
@@ -292,6 +293,8 @@ def build_runner(recipe: str | os.PathLike, work_dir: str | None = None, resume:
         cfg_options: ``--cfg-options`` overrides.
         launcher: ``'none'`` or ``'pytorch'`` (default: ``'pytorch'`` under torchrun with more than one process).
         amp: ``'fp16'`` / ``'bf16'`` mixed precision (``'bf16'`` works on the CPU).
+        size: train at this image size, with the recipe's size-dependent settings following it
+            (:func:`thkit.recipe.size_options`; explicit ``cfg_options`` still win).
     """
     from thkit._compat.mmengine import apply_engine, init_cpu_distributed
 
@@ -304,7 +307,7 @@ def build_runner(recipe: str | os.PathLike, work_dir: str | None = None, resume:
     import_builtins()
     load_plugins()
     path = find_recipe(recipe)
-    cfg = load_recipe(path, cfg_options)
+    cfg = load_recipe(path, cfg_options, size=size)
     if launcher is None:
         launcher = "pytorch" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none"
     if launcher not in ("none", "pytorch"):

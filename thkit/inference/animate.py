@@ -49,8 +49,11 @@ def resolve_device(name: str | None) -> torch.device:
 
 def load_model(recipe: str | os.PathLike, checkpoint: str | os.PathLike | None = None, random_weights: bool = False,
                checkpoint_format: str = "auto", trusted: bool = False, cfg_options: dict | None = None,
-               device: torch.device | str = "cpu", seed: int = 0):
+               device: torch.device | str = "cpu", seed: int = 0, size: int | None = None):
     """Build a recipe's model in eval mode with weights from ``checkpoint`` (thkit or official, auto-detected).
+
+    ``size``: build it for this input size (the recipe's size-dependent settings follow, see
+    :func:`thkit.recipe.size_options`); default: the recipe's ``image_size``.
 
     Without a checkpoint, ``random_weights=True`` must be given (smoke tests): a model is never silently left
     with random weights.  Returns ``(model, cfg)``.
@@ -67,7 +70,7 @@ def load_model(recipe: str | os.PathLike, checkpoint: str | os.PathLike | None =
         raise InferenceError("--checkpoint and --random-weights exclude each other")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputFileError(f"checkpoint {checkpoint} does not exist")
-    cfg = load_recipe(recipe, cfg_options)
+    cfg = load_recipe(recipe, cfg_options, size=size)
     load_plugins()
     torch.manual_seed(seed)
     model = build_model(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else cfg.model)
@@ -75,7 +78,9 @@ def load_model(recipe: str | os.PathLike, checkpoint: str | os.PathLike | None =
         try:
             load_into(model, checkpoint, fmt=checkpoint_format, trusted=trusted)
         except CheckpointError as e:
-            raise CheckpointError(f"checkpoint {checkpoint} does not fit recipe {recipe}: {e}") from e
+            hint = ("; the position embeddings' token count follows the image size: pass --size with the size "
+                    "it was trained at") if "position_emb" in str(e) else ""
+            raise CheckpointError(f"checkpoint {checkpoint} does not fit recipe {recipe}: {e}{hint}") from e
         except ThkitError:
             raise
         except Exception as e:  # noqa: BLE001 - a converter tripping over a foreign file

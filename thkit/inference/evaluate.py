@@ -407,7 +407,7 @@ def run_eval_command(args) -> int:
     if args.protocol != "cross-id" and args.pairs:
         raise InferenceError("--pairs is for --protocol cross-id")
     model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
-                            args.cfg_options, device)
+                            args.cfg_options, device, size=args.size)
     metrics, notes = build_metrics(args.metrics, args.protocol, device=device)
     size = args.size or int(cfg.get("image_size", 256))
     input_range = tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0)))

@@ -189,6 +189,37 @@ class VGG19Features(nn.Module):
         return out
 
 
+def pyramid_level_size(height: int, width: int, scale: float, mode: str = "slice") -> tuple[int, int]:
+    """Height and width of an image at pyramid ``scale`` (``'slice'``: ``[::1/s]``; ``'nearest'``:
+    ``F.interpolate(scale_factor=s)``)."""
+    if scale == 1:
+        return height, width
+    if mode == "slice":
+        step = round(1 / scale)
+        return math.ceil(height / step), math.ceil(width / step)
+    return math.floor(height * scale), math.floor(width * scale)
+
+
+def vgg_min_size(num_slices: int) -> int:
+    """Smallest image side VGG-19 takes up to slice ``num_slices`` (relu_k_1 comes after k - 1 max-pools)."""
+    return 2 ** (num_slices - 1)
+
+
+def slices_used(layer_weights: Sequence[float]) -> int:
+    """How many VGG-19 slices a weight list needs: up to the last non-zero weight (at least one)."""
+    used = [i for i, w in enumerate(layer_weights) if float(w) != 0]
+    return (used[-1] + 1) if used else 1
+
+
+def scales_that_fit(size: int, scales: Sequence[float] = (1.0, 0.5, 0.25, 0.125),
+                    layer_weights: Sequence[float] = (10.0,) * 5, pyramid_mode: str = "slice") -> list[float]:
+    """The pyramid scales at which a ``size`` x ``size`` image is still large enough for the VGG slices that
+    ``layer_weights`` use (what :class:`PerceptualPyramidLoss` checks), e.g. at 64 px all four scales with
+    relu1_1 only, ``[1, 0.5, 0.25]`` up to relu5_1."""
+    need = vgg_min_size(slices_used(layer_weights))
+    return [float(s) for s in scales if min(pyramid_level_size(size, size, float(s), pyramid_mode)) >= need]
+
+
 class ImagePyramid(nn.Module):
     """Anti-aliased image pyramid (FOMM ``ImagePyramide``): ``forward(x) -> [D_s(x) for s in scales]``.
 
@@ -252,9 +283,8 @@ class PerceptualPyramidLoss(Loss):
         if len(input_range) != 2 or not float(input_range[1]) > float(input_range[0]):
             raise ValueError(f"input_range must be (low, high) with high > low, e.g. (0, 1) or (-1, 1); "
                              f"got {tuple(input_range)}")
-        used = [i for i, w in enumerate(layer_weights) if w != 0]
         self.layer_weights = layer_weights
-        self.num_slices = (used[-1] + 1) if used else 1
+        self.num_slices = slices_used(layer_weights)
         self.input_range = (float(input_range[0]), float(input_range[1]))
         self.official_smac_range_quirk = bool(official_smac_range_quirk)
         self.pyramid = ImagePyramid(scales, num_channels, mode=pyramid_mode)
@@ -276,14 +306,9 @@ class PerceptualPyramidLoss(Loss):
         return (x - lo) / (hi - lo)
 
     def _check_size(self, x: Tensor) -> None:
-        need = 2 ** (self.num_slices - 1)  # relu_k_1 comes after k - 1 max-pools
+        need = vgg_min_size(self.num_slices)
         for s, down in zip(self.scales, self.pyramid.downs):
-            if s == 1:
-                h, w = x.shape[2:]
-            elif down.mode == "slice":  # [::1/s]
-                h, w = (math.ceil(d / round(1 / s)) for d in x.shape[2:])
-            else:  # F.interpolate(scale_factor=s)
-                h, w = (math.floor(d * s) for d in x.shape[2:])
+            h, w = pyramid_level_size(x.shape[2], x.shape[3], s, down.mode)
             if min(h, w) < need:
                 raise ValueError(
                     f"perceptual loss: a {x.shape[2]}x{x.shape[3]} image is {h}x{w} at pyramid scale {s}; VGG-19 up "
