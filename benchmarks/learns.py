@@ -19,7 +19,7 @@ Without ``$THKIT_VGG19_WEIGHTS`` the perceptual loss uses a fixed random VGG-19 
     python benchmarks/learns.py --recipes fomm/small --minutes 5 --size 64 --threads 1
 
 Measured on 2026-11-21 (2 quiet CPU cores, ``--size 64 --threads 2``, batch 8, 100 synthetic videos of 32 frames,
-every frame of the 10 held-out videos, random VGG-19): both end better than copy-the-source, on L1 and by 2.6-3.1
+every frame of the 10 held-out videos, random VGG-19): both end better than copy-the-source, on L1 and by 2.4-3.2
 dB of PSNR; benchmarks/README.md has the table.
 """
 from __future__ import annotations

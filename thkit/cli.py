@@ -230,7 +230,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("recipe", help="recipe file (or a name under recipes/, e.g. fomm/vox256)")
     b.add_argument("--cfg-options", nargs="+", action=_cfg_options_action(), metavar="KEY=VALUE",
                    help="override recipe values, e.g. model.motion.num_kp=15")
-    b.add_argument("--size", type=int, default=None, help="input size of the test forward pass (default: recipe image_size)")
+    b.add_argument("--size", type=int, default=None,
+                   help="build the recipe for this input size (SMAC's token grid follows) and run the test forward "
+                        "pass at it (default: recipe image_size)")
     b.add_argument("--batch", type=int, default=1, help="batch size of the test forward pass")
     b.add_argument("--dump", metavar="FILE", help="write the resolved recipe (bases merged, overrides applied)")
     b.add_argument("--checkpoint", metavar="FILE", help="load weights (a thkit checkpoint or an official one)")

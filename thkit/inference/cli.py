@@ -123,7 +123,8 @@ def add_commands(subparsers) -> None:
     a.add_argument("--crop-frames", type=int, default=10,
                    help="driving frames whose face boxes are averaged (median) into the one driving crop")
     a.add_argument("--face-detector", default="auto", help="auto, mediapipe or skimage")
-    a.add_argument("--size", type=int, default=None, help="model input size (default: the recipe's image_size)")
+    a.add_argument("--size", type=int, default=None, help="model input size; the recipe's size-dependent settings follow, so weights trained with "
+                        "`thkit train --size N` need --size N (default: the recipe's image_size)")
     a.add_argument("--side-by-side", action="store_true", help="write source | driving | result side by side")
     a.add_argument("--no-audio", action="store_true", help="do not copy the driving video's audio")
     a.add_argument("--max-frames", type=int, default=None, help="animate only the first N driving frames")
@@ -149,7 +150,8 @@ def add_commands(subparsers) -> None:
     e.add_argument("--seed", type=int, default=0, help="cross-id sampling seed")
     e.add_argument("--num-videos", type=int, default=None, help="only the first N videos")
     e.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each video")
-    e.add_argument("--size", type=int, default=None, help="evaluation size (default: the recipe's image_size)")
+    e.add_argument("--size", type=int, default=None, help="evaluation size; the recipe's size-dependent settings follow, as for animate (default: the "
+                        "recipe's image_size)")
     e.add_argument("--out", default=None, help="JSON file for the results (default: eval_<recipe>_<protocol>.json)")
     e.add_argument("--save-videos", default=None, metavar="DIR", help="also write the generated videos here")
     _add_model_args(e)
