@@ -107,7 +107,7 @@ def size_options(cfg: Config, size: int) -> dict[str, Any]:
     base = int(cfg.get("image_size", size))
     comp = (cfg.get("model") or {}).get("compensator") or {}
     for part, sub in comp.items():
-        tokens = sub.get("transformer", {}).get("num_tokens") if isinstance(sub, dict) else None
+        tokens = (sub.get("transformer") or {}).get("num_tokens") if isinstance(sub, dict) else None
         if tokens is None:
             continue
         grid = math.isqrt(int(tokens))
