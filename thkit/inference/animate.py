@@ -200,13 +200,11 @@ def animate_video(
     from tqdm import tqdm
 
     from thkit.inference.face import FaceDetector, find_crop, quiet_native_stderr
-    from thkit.inference.stream import StreamingAnimator, default_batch_size
+    from thkit.inference.stream import StreamingAnimator, resolve_batch_size
     from thkit.inference.video import BackgroundIterator, VideoWriter, iter_frames, map_frames, probe_video
 
     device = torch.device(device)
-    batch_size = default_batch_size(device) if batch_size is None else int(batch_size)
-    if batch_size < 1:
-        raise InferenceError(f"--batch-size must be >= 1, got {batch_size}")
+    batch_size = resolve_batch_size(batch_size, device)
     size = int(image_size)
     if size < 8:
         raise InferenceError(f"image size {size} is too small")

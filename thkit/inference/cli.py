@@ -43,15 +43,9 @@ def _set_threads(args) -> None:
 
 
 def _batch_size(args, device) -> int:
-    if args.batch_size is not None:
-        if args.batch_size < 1:
-            from thkit.inference.errors import InferenceError
+    from thkit.inference.stream import resolve_batch_size
 
-            raise InferenceError(f"--batch-size must be >= 1, got {args.batch_size}")
-        return args.batch_size
-    from thkit.inference.stream import default_batch_size
-
-    return default_batch_size(device)
+    return resolve_batch_size(args.batch_size, device)
 
 
 def cmd_animate(args) -> int:
@@ -123,7 +117,8 @@ def add_commands(subparsers) -> None:
     a.add_argument("--crop-frames", type=int, default=10,
                    help="driving frames whose face boxes are averaged (median) into the one driving crop")
     a.add_argument("--face-detector", default="auto", help="auto, mediapipe or skimage")
-    a.add_argument("--size", type=int, default=None, help="model input size; the recipe's size-dependent settings follow, so weights trained with "
+    a.add_argument("--size", type=int, default=None,
+                   help="model input size; the recipe's size-dependent settings follow, so weights trained with "
                         "`thkit train --size N` need --size N (default: the recipe's image_size)")
     a.add_argument("--side-by-side", action="store_true", help="write source | driving | result side by side")
     a.add_argument("--no-audio", action="store_true", help="do not copy the driving video's audio")
@@ -150,7 +145,8 @@ def add_commands(subparsers) -> None:
     e.add_argument("--seed", type=int, default=0, help="cross-id sampling seed")
     e.add_argument("--num-videos", type=int, default=None, help="only the first N videos")
     e.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each video")
-    e.add_argument("--size", type=int, default=None, help="evaluation size; the recipe's size-dependent settings follow, as for animate (default: the "
+    e.add_argument("--size", type=int, default=None,
+                   help="evaluation size; the recipe's size-dependent settings follow, as for animate (default: the "
                         "recipe's image_size)")
     e.add_argument("--out", default=None, help="JSON file for the results (default: eval_<recipe>_<protocol>.json)")
     e.add_argument("--save-videos", default=None, metavar="DIR", help="also write the generated videos here")

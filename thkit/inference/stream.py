@@ -82,6 +82,18 @@ def default_batch_size(device: torch.device | str) -> int:
     return 8 if torch.device(device).type == "cuda" else 1
 
 
+def resolve_batch_size(batch_size: int | None, device: torch.device | str) -> int:
+    """``batch_size`` as given, or :func:`default_batch_size` of ``device`` when None (the ``--batch-size`` of
+    ``thkit animate`` / ``eval``); :class:`~thkit.inference.errors.InferenceError` below 1."""
+    if batch_size is None:
+        return default_batch_size(device)
+    if int(batch_size) < 1:
+        from thkit.inference.errors import InferenceError
+
+        raise InferenceError(f"--batch-size must be >= 1, got {batch_size}")
+    return int(batch_size)
+
+
 class StreamingAnimator:
     """Animate one source image with a stream of driving frames, in batches, with a per-video cache.
 
