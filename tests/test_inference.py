@@ -17,9 +17,8 @@ from thkit.recipe import load_recipe, size_options
 from thkit.transfer import transfer_motion
 
 SIZE = 64
-# SMAC's tiny fixture recipe at 64 px: token grids of 8 x 8, 4-level hourglasses
-SMAC64 = {"model.compensator.motion.transformer.num_tokens": 64,
-          "model.compensator.appearance.transformer.num_tokens": 64,
+# SMAC's tiny fixture recipe at 64 px: token grids of 8 x 8 (size_options), 4-level hourglasses
+SMAC64 = {**size_options(load_recipe("smac/tiny_fixture"), SIZE),
           "model.keypoint_detector.num_blocks": 4, "model.motion.num_blocks": 4}
 
 
@@ -110,6 +109,12 @@ def test_default_batch_size_is_one_on_the_cpu():
     assert StreamingAnimator(model).batch_size == 1
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         StreamingAnimator(model, batch_size=0)
+    from thkit.inference.errors import InferenceError
+    from thkit.inference.stream import resolve_batch_size
+
+    assert resolve_batch_size(None, "cpu") == 1 and resolve_batch_size(3, "cpu") == 3
+    with pytest.raises(InferenceError, match="--batch-size must be >= 1, got 0"):
+        resolve_batch_size(0, "cpu")
 
 
 def test_source_work_done_once_per_video(monkeypatch):

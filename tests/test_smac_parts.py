@@ -24,14 +24,8 @@ SIZE = 64  # the small recipes run at 64 px here: the token grid follows (64 / 8
 
 
 def _model(name: str, size: int = SIZE, **overrides):
-    """A ``recipes/smac/<name>.py`` model, its position embeddings sized for ``size`` px."""
-    opts = dict(overrides)
-    cfg = load_recipe(f"smac/{name}")
-    comp = cfg.model.get("compensator")
-    for part in ("motion", "appearance"):
-        if comp and comp.get(part):
-            opts[f"model.compensator.{part}.transformer.num_tokens"] = (size // 8) ** 2
-    cfg = load_recipe(f"smac/{name}", cfg_options=opts or None)
+    """A ``recipes/smac/<name>.py`` model built for ``size`` px (its position embeddings' token grid follows)."""
+    cfg = load_recipe(f"smac/{name}", cfg_options=overrides or None, size=size)
     torch.manual_seed(0)
     return cfg, build_model(cfg.model.to_dict())
 
