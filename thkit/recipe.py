@@ -118,10 +118,11 @@ def size_options(cfg: Config, size: int) -> dict[str, Any]:
         opts[f"model.compensator.{part}.transformer.num_tokens"] = (grid * size // base) ** 2
     perc = (cfg.get("losses") or {}).get("perceptual")
     if perc is not None:
-        from thkit.losses.perceptual import scales_that_fit
+        from thkit.losses.perceptual import FOMM_LAYER_WEIGHTS, PYRAMID_SCALES, scales_that_fit
 
-        scales = [float(s) for s in perc.get("scales", (1.0, 0.5, 0.25, 0.125))]
-        fit = scales_that_fit(size, scales, perc.get("layer_weights", (10.0,) * 5), perc.get("pyramid_mode", "slice"))
+        scales = [float(s) for s in perc.get("scales", PYRAMID_SCALES)]
+        fit = scales_that_fit(size, scales, perc.get("layer_weights", FOMM_LAYER_WEIGHTS),
+                              perc.get("pyramid_mode", "slice"))
         if not fit:
             raise RecipeError("losses.perceptual.scales",
                               f"no pyramid scale of {scales} leaves a {size} px image large enough for the VGG "

@@ -44,6 +44,9 @@ _VGG19_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 
                                      512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 #: end index (exclusive) in ``features`` of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
 VGG19_SLICE_ENDS = (2, 7, 12, 21, 30)
+#: the image pyramid of FOMM, TPSMM, MRFA and SMAC, and FOMM's per-slice weights (the loss's defaults)
+PYRAMID_SCALES = (1.0, 0.5, 0.25, 0.125)
+FOMM_LAYER_WEIGHTS = (10.0,) * 5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -211,8 +214,8 @@ def slices_used(layer_weights: Sequence[float]) -> int:
     return (used[-1] + 1) if used else 1
 
 
-def scales_that_fit(size: int, scales: Sequence[float] = (1.0, 0.5, 0.25, 0.125),
-                    layer_weights: Sequence[float] = (10.0,) * 5, pyramid_mode: str = "slice") -> list[float]:
+def scales_that_fit(size: int, scales: Sequence[float] = PYRAMID_SCALES,
+                    layer_weights: Sequence[float] = FOMM_LAYER_WEIGHTS, pyramid_mode: str = "slice") -> list[float]:
     """The pyramid scales at which a ``size`` x ``size`` image is still large enough for the VGG slices that
     ``layer_weights`` use (what :class:`PerceptualPyramidLoss` checks), e.g. at 64 px all four scales with
     relu1_1 only, ``[1, 0.5, 0.25]`` up to relu5_1."""
@@ -270,8 +273,8 @@ class PerceptualPyramidLoss(Loss):
 
     default_inputs = {"pred": "prediction", "target": "driving"}
 
-    def __init__(self, weight: float = 1.0, layer_weights: Sequence[float] = (10.0, 10.0, 10.0, 10.0, 10.0),
-                 scales: Sequence[float] = (1.0, 0.5, 0.25, 0.125), pyramid_mode: str = "slice",
+    def __init__(self, weight: float = 1.0, layer_weights: Sequence[float] = FOMM_LAYER_WEIGHTS,
+                 scales: Sequence[float] = PYRAMID_SCALES, pyramid_mode: str = "slice",
                  input_range: Sequence[float] = (0.0, 1.0), official_smac_range_quirk: bool = False,
                  vgg_weights: str | os.PathLike | None = None, allow_random: bool = False, num_channels: int = 3):
         super().__init__(weight)
