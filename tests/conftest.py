@@ -14,6 +14,17 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 os.environ.setdefault("THKIT_TESTING", "1")
 
 
+def pytest_report_header(config):
+    """The resolved torch / torchvision, so that a failing run names the versions it ran with."""
+    import platform
+
+    import torchvision
+
+    return [f"thkit test run: torch {torch.__version__}, torchvision {torchvision.__version__}, "
+            f"python {platform.python_version()}, {torch.get_num_threads()} torch thread(s), "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()}"]
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():

@@ -177,17 +177,51 @@ def test_discriminator_outputs(fx, nets):
     o = fx["outputs"]
     with torch.no_grad():
         _check_disc(disc(fx["inputs"]["driving"]), o["discriminator_on_driving"], "on driving")
-        # The official run's oneDNN convolutions took the NHWC path; channels_last reproduces its rounding.  On
-        # this input (a smooth generator output) some InstanceNorm channels have a spatial variance of ~2e-6, so
-        # NCHW rounding (1e-7) is amplified ~300x down the chain (measured 2.5e-4 at the last block).
-        pred = o["generator"]["prediction"].contiguous(memory_format=torch.channels_last)
-        _check_disc(disc(pred), o["discriminator_on_prediction"], "on prediction")
-        # each block alone, default memory format, from the official input of that block
-        ref = o["discriminator_on_prediction"]["feature_maps_1"]
-        blocks = disc.discs["1"].down_blocks
-        inputs = [o["generator"]["prediction"]] + ref[:-1]
-        for i, (block, x) in enumerate(zip(blocks, inputs)):
-            _close(block(x), ref[i], ATOL, f"block {i} alone")
+
+
+def test_discriminator_on_prediction_within_float32_rounding(fx, nets):
+    """The discriminator on the generator's prediction, in the default memory layout, on whatever CPU kernels the
+    installed torch picks.
+
+    On this smooth input some InstanceNorm channels of the last block have a spatial variance of ~2e-6, so the
+    block amplifies a float32-rounding-sized difference of its input several-fold: the official float32 output
+    of that block is itself 3.1e-4 from the exact (float64) result of the same network, so no float32 code can
+    be held to 1e-4 of it there.  What is asserted instead, with kernel-independent float64 references:
+
+    * every block alone, in float64, from the official float32 input of that block, gives the official output
+      within ATOL (the computation is the official one, block by block);
+    * the official output of the last block is further than ATOL from the exact result, and that block
+      amplifies its input's difference (measured, float64): this is why an end-to-end 1e-4 fails;
+    * our float32 end-to-end maps are within ATOL of the official ones *plus* the float64-measured propagation
+      of the previous map's difference through this block, ``|B(ours[i-1]) - B(official[i-1])|``, where that
+      previous difference is itself within ATOL.
+    """
+    _, disc = nets
+    d64 = official_nets("fomm", fx["state_dict"])[1].double()  # the same (float32-valued) weights, in float64
+    o = fx["outputs"]
+    pred = o["generator"]["prediction"]
+    ref = o["discriminator_on_prediction"]["feature_maps_1"]
+    blocks64 = d64.discs["1"].down_blocks
+    with torch.no_grad():
+        ours = disc(pred)["feature_maps"]["1"]
+        exact = d64(pred.double())["feature_maps"]["1"]
+        official_in = [pred] + ref[:-1]
+        ours_in = [pred] + ours[:-1]
+        for i, block in enumerate(blocks64):
+            _close(block(official_in[i].double()), ref[i], ATOL, f"block {i} alone in float64")
+        # why 1e-4 end to end cannot hold: the official float32 result of the last block is far from exact,
+        # and that block multiplies an input difference (official vs exact map 2) several-fold
+        last = len(ref) - 1
+        official_rounding = _err(ref[last], exact[last])
+        assert official_rounding > ATOL, official_rounding
+        d_in = _err(ref[last - 1], exact[last - 1])
+        d_out = _err(blocks64[last](ref[last - 1].double()), exact[last])
+        assert d_out > 2 * d_in, (d_out, d_in)
+        for i in range(len(ref)):
+            assert _err(ours_in[i], official_in[i]) <= ATOL, f"input of block {i}"
+            amplified = _err(blocks64[i](ours_in[i].double()), blocks64[i](official_in[i].double()))
+            _close(ours[i], ref[i], ATOL + amplified, f"on prediction feature_maps[{i}] (+{amplified:.2g} amplified)")
+        # the head on the official last map
         _close(disc.discs["1"].conv(ref[-1]), o["discriminator_on_prediction"]["prediction_map_1"], ATOL, "head")
 
 

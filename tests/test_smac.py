@@ -9,7 +9,8 @@ mode).  Two paths are checked:
   keypoint detector's float32 rounding (~4e-6, the same as FOMM's, amplified by the fixture's x10 heatmap
   weights) moves the flow by ~5e-6 grid units, i.e. ~7e-4 px at 256 px, and the final image by ~2e-4.  That this
   is the CPU kernels' rounding and not our implementation is measured three ways: float32 rounding alone moves
-  our prediction from the float64 one by 5.6e-4; switching oneDNN off moves it by 2.9e-4 (both tested below);
+  our prediction from the float64 one by 1.2e-4 to 4.8e-4 depending on the CPU kernels, and the official float32
+  output is 3.8e-4 from it (tested below, against the kernel-independent float64 run);
   and the official code itself, run on this machine (same torch 2.15.0, 2 threads) with the fixture's weights,
   gives keypoints bit-identical to ours and a prediction 1.7e-4 to 2.2e-4 from its own fixture (four kernel
   settings), 4.6e-5 from ours.  See docs/status.md.
@@ -41,7 +42,7 @@ KP_ATOL = 1e-5
 KP_NORM_ATOL = 3e-5  # relative keypoints: (kp_d - kp_init) * 2.09 (the fixture's movement scale) + kp_s
 FLOW_ATOL = 1e-6  # net_g from the official flow (measured <= 2.4e-7)
 FEAT_ATOL = 1e-4  # net_g features and images from the official flow (measured <= 4.2e-5)
-E2E_FLOW_ATOL = 1e-5  # end to end (measured 5.7e-6)
+E2E_FLOW_ATOL = 1e-4  # end to end (measured 5.7e-6; 2.2e-5 with oneDNN limited to SSE4.1 kernels)
 E2E_ATOL = 5e-4  # end-to-end features and images (measured <= 2.0e-4)
 
 
@@ -250,42 +251,29 @@ def test_end_to_end_inference(fx, e2e_run):
     assert "motion_vq" not in out and "prediction_lr" not in out  # eval: inference outputs only
 
 
-def test_end_to_end_gap_is_below_float32_rounding(fx, inputs, e2e_run):
-    """The end-to-end prediction's gap to the official one (2.0e-4, E2E_ATOL) is float32 rounding, not a
-    different computation: the same network in float64 shows that float32 rounding alone moves *our* prediction
-    by more than that (5.6e-4), and our float32 prediction is closer to the official float32 one than to the exact
-    (float64) result.  No float32 implementation that does not replay the official kernels' rounding can reach
-    1e-4 here (the fixture's x10 keypoint-heatmap weights amplify keypoint rounding, see the module docstring)."""
+def test_end_to_end_gap_is_float32_rounding(fx, inputs, e2e_run):
+    """The end-to-end prediction's gap to the official one (4.5e-5 to 2.0e-4 with torch's oneDNN kernels, 2.8e-4
+    with them off) is float32 rounding, not a different computation.  Measured against the same network in float64, which
+    does not depend on the CPU kernels torch picks:
+
+    * the official float32 output is itself 3.8e-4 from the exact (float64) result: the fixture carries more
+      than 1e-4 of its own rounding, so 1e-4 end to end against it is not a meaningful bound (the fixture's x10
+      keypoint-heatmap weights amplify keypoint rounding, see the module docstring);
+    * our computation, run exactly, is within E2E_ATOL of the official output;
+    * our float32 output is about as far from the exact result as the official float32 output is: within 2x
+      (measured 1.2e-4 to 4.8e-4 under four kernel settings: default, ``ATEN_CPU_CAPABILITY=default``,
+      ``ONEDNN_MAX_CPU_ISA=SSE41``, oneDNN off).
+    """
     model64 = official_nets("smac", fx["state_dict"])[0].double()  # the same (float32-valued) weights
     src, drv = inputs
     with torch.no_grad():
         exact = model64(src.double(), drv.double())["prediction"]
     ours, official = e2e_run["prediction"].double(), fx["outputs"]["net_g_inference"]["out"].double()
-    rounding = (ours - exact).abs().max().item()  # float32 rounding of this network at this input
-    gap = (ours - official).abs().max().item()
-    assert gap < rounding, (gap, rounding)
-    assert (official - exact).abs().max().item() < 2 * rounding  # the official float32 output is as far off
-    assert rounding > 1e-4  # (why 1e-4 cannot be asserted end to end)
-
-
-def test_end_to_end_prediction_depends_on_the_cpu_kernels_by_more_than_1e_4(fx, nets, inputs, e2e_run):
-    """The same model, weights and input on the same machine, with oneDNN's convolutions switched off (torch's
-    own kernels instead): the keypoints move by ~4e-6 and the prediction by ~3e-4, more than our gap to the
-    official fixture (2.0e-4).  So a 1e-4 end-to-end tolerance is below the spread of correct float32 kernels; the
-    fixture's end-to-end prediction is not even reproduced to 1e-4 by the official code run here (module
-    docstring), while the generator on the fixture's own motion outputs is (4.2e-5,
-    test_prediction_from_official_motion)."""
-    model, _ = nets
-    src, drv = inputs
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # "TF32 acceleration on top of oneDNN is available for Intel GPUs"
-        with torch.backends.mkldnn.flags(enabled=False):
-            other = model(src, drv)
-    kp_moved = (other["kp_driving"]["value"] - e2e_run["kp_driving"]["value"]).abs().max().item()
-    moved = (other["prediction"] - e2e_run["prediction"]).abs().max().item()
-    gap = (e2e_run["prediction"] - fx["outputs"]["net_g_inference"]["out"]).abs().max().item()
-    assert 0 < kp_moved < KP_ATOL  # the kernels differ only in rounding ...
-    assert moved > 1e-4 and moved > gap, (moved, gap)  # ... and that alone moves the image more than 1e-4
+    official_rounding = (official - exact).abs().max().item()
+    ours_rounding = (ours - exact).abs().max().item()
+    assert official_rounding > 1e-4, official_rounding  # (why 1e-4 cannot be asserted end to end)
+    assert official_rounding <= E2E_ATOL, official_rounding
+    assert ours_rounding <= 2 * official_rounding, (ours_rounding, official_rounding)
 
 
 def test_discriminator(fx, nets):
