@@ -13,38 +13,35 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.utils import flow_to_image
+from torchvision.utils import make_grid as tv_make_grid
 
+from thkit import value_range
 from thkit.layers import make_coordinate_grid
 
 Tensor = torch.Tensor
 
 
 def to_unit(x: Tensor, input_range: Sequence[float]) -> Tensor:
-    """Images in ``input_range`` -> [0, 1] (clamped)."""
-    lo, hi = float(input_range[0]), float(input_range[1])
-    return ((x.detach().float() - lo) / (hi - lo)).clamp(0, 1)
+    """Images in ``input_range`` -> [0, 1] (clamped, float, detached)."""
+    return value_range.to_unit(x.detach().float(), input_range).clamp(0, 1)
 
 
-def flow_to_rgb(deformation: Tensor, max_magnitude: float | None = None) -> Tensor:
+def flow_to_rgb(deformation: Tensor) -> Tensor:
     """Colour-code a sampling grid ``(B, h, w, 2)`` (``grid_sample`` coordinates) as ``(B, 3, h, w)`` in [0, 1].
 
-    The displacement ``deformation - identity`` is shown with the usual optical-flow colour wheel: hue =
-    direction, saturation = magnitude relative to ``max_magnitude`` (default: the largest in the batch).  No
-    motion is white.
+    The displacement ``deformation - identity``, in pixels, is drawn by :func:`torchvision.utils.flow_to_image`
+    (the Middlebury colour wheel of Baker et al. 2007: hue = direction, saturation = magnitude relative to the
+    largest in the batch).  No motion is white.
     """
     if deformation.dim() != 4 or deformation.shape[-1] != 2:
         raise ValueError(f"flow_to_rgb expects a (B, h, w, 2) sampling grid, got {tuple(deformation.shape)}")
-    b, h, w, _ = deformation.shape
+    _, h, w, _ = deformation.shape
     ident = make_coordinate_grid(h, w, dtype=deformation.dtype, device=deformation.device)
     disp = (deformation.detach() - ident).float()
-    mag = disp.norm(dim=-1)
-    scale = float(max_magnitude) if max_magnitude else max(float(mag.max()), 1e-6)
-    hue = (torch.atan2(-disp[..., 1], -disp[..., 0]) / (2 * math.pi)) % 1.0
-    sat = (mag / scale).clamp(0, 1)
-    # HSV (value 1) -> RGB
-    k = torch.stack([(5 + hue * 6) % 6, (3 + hue * 6) % 6, (1 + hue * 6) % 6], dim=1)  # (B, 3, h, w)
-    rgb = 1 - sat.unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
-    return rgb
+    # grid units (-1..1 over w - 1 and h - 1 pixels) -> pixels, so directions are right on non-square maps
+    pixels = disp * disp.new_tensor([(w - 1) / 2, (h - 1) / 2])
+    return flow_to_image(pixels.permute(0, 3, 1, 2).contiguous()).float() / 255.0
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -72,26 +69,35 @@ def sample_columns(batch: Mapping[str, Tensor], out: Mapping[str, Any], input_ra
     return cols
 
 
+LABEL_HEIGHT = 12  # pixels of the header that holds the column names
+
+
 def make_grid(columns: Sequence[tuple[str, Tensor]], pad: int = 2, label: bool = True) -> np.ndarray:
-    """Lay out columns (one row per sample) as an ``(H, W, 3)`` uint8 image, with a header of column names."""
-    imgs = [c for _, c in columns]
-    n, _, h, w = imgs[0].shape
-    header = 12 if label else 0
-    grid = np.full((header + n * (h + pad) + pad, len(imgs) * (w + pad) + pad, 3), 255, np.uint8)
-    for j, img in enumerate(imgs):
-        arr = (img.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-        for i in range(n):
-            y, x = header + pad + i * (h + pad), pad + j * (w + pad)
-            grid[y:y + h, x:x + w] = arr[i]
+    """Lay out columns (one row per sample) as an ``(H, W, 3)`` uint8 image on white, with a header of column
+    names.  The tiles are placed by :func:`torchvision.utils.make_grid` (``pad`` pixels around each tile); all
+    columns must have the same ``(B, C, h, w)`` shape (C = 1 or 3) with values in [0, 1]."""
+    imgs = [c.detach().float().cpu() for _, c in columns]
+    n = imgs[0].shape[0]
+    for (name, _), img in zip(columns, imgs):
+        if img.dim() != 4 or img.shape[0] != n or img.shape[-2:] != imgs[0].shape[-2:]:
+            raise ValueError(f"make_grid: column {name!r} has shape {tuple(img.shape)}, expected "
+                             f"({n}, C, {imgs[0].shape[-2]}, {imgs[0].shape[-1]}) like the first column")
+    imgs = [img.expand(-1, 3, -1, -1) if img.shape[1] == 1 else img for img in imgs]
+    w = imgs[0].shape[-1]
+    # row-major: sample i is row i, column j its j-th picture
+    tiles = torch.stack(imgs, dim=1).flatten(0, 1)
+    grid = tv_make_grid(tiles, nrow=len(imgs), padding=pad, pad_value=1.0)
+    grid = grid.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     if label:
         from PIL import Image, ImageDraw
 
-        im = Image.fromarray(grid)
+        header = np.full((LABEL_HEIGHT, grid.shape[1], 3), 255, np.uint8)
+        im = Image.fromarray(np.concatenate([header, grid], axis=0))
         draw = ImageDraw.Draw(im)
         for j, (name, _) in enumerate(columns):
             draw.text((pad + j * (w + pad) + 2, 0), name[: max(1, w // 6)], fill=(0, 0, 0))
         grid = np.asarray(im)
-    return grid
+    return np.ascontiguousarray(grid)
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
