@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from thkit.errors import ThkitError
 from thkit.registry import DATASETS, TRANSFORMS
+from thkit.value_range import from_unit
 
 Tensor = torch.Tensor
 
@@ -333,18 +334,13 @@ def to_tensor(frames: np.ndarray, image_size: tuple[int, int] | None, input_rang
     """(n, H, W, 3) uint8 -> (n, 3, h, w) float in ``input_range``, resized (antialiased bilinear)."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
     x = resize(x, image_size)
-    return from_unit_range(x, input_range)
+    return from_unit(x, input_range)
 
 
 def resize(x: Tensor, image_size: tuple[int, int] | None) -> Tensor:
     if image_size is None or tuple(x.shape[-2:]) == tuple(image_size):
         return x
     return F.interpolate(x, size=tuple(image_size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
-
-
-def from_unit_range(x: Tensor, input_range: tuple[float, float]) -> Tensor:
-    lo, hi = input_range
-    return x if (lo, hi) == (0.0, 1.0) else x * (hi - lo) + lo
 
 
 def pixels_to_normalized(points: np.ndarray | Tensor, src_size: tuple[int, int], dst_size: tuple[int, int] | None = None) -> Tensor:
@@ -582,8 +578,8 @@ class FramesDataset(Dataset):
         self._add_ground_truth(item, vid, ids, frames.shape[1:3])
         if self.augmentation is not None:
             item = self.augmentation(item)
-        item["source"] = from_unit_range(item["source"], self.input_range)
-        item["driving"] = from_unit_range(item["driving"], self.input_range)
+        item["source"] = from_unit(item["source"], self.input_range)
+        item["driving"] = from_unit(item["driving"], self.input_range)
         return item
 
     def _add_ground_truth(self, item: dict, vid: int, ids: Sequence[int], frame_hw) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from thkit.interfaces import Encoder
 from thkit.registry import ENCODERS
+from thkit.value_range import as_range, to_unit
 
 Tensor = torch.Tensor
 
@@ -61,7 +62,7 @@ class TimmEncoder(Encoder):
         info = self.model.feature_info
         self.out_channels = list(info.channels())
         self.out_strides = list(info.reduction())
-        self.input_range = tuple(float(v) for v in input_range)
+        self.input_range = as_range(input_range)
         self.normalize = (pretrained_path is not None) if normalize is None else bool(normalize)
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         mean = cfg.get("mean", (0.485, 0.456, 0.406))
@@ -77,7 +78,6 @@ class TimmEncoder(Encoder):
     def forward(self, image: Tensor) -> list[Tensor]:
         x = image
         if self.normalize:
-            lo, hi = self.input_range
-            x = (x - lo) / (hi - lo)
+            x = to_unit(x, self.input_range)
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return list(self.model(x))

@@ -29,6 +29,7 @@ from thkit.errors import CheckpointError
 from thkit.layers import AntiAliasInterpolation2d
 from thkit.losses._base import Loss, check_same_shape
 from thkit.registry import LOSSES
+from thkit.value_range import as_range, to_unit
 
 Tensor = torch.Tensor
 logger = logging.getLogger(__name__)
@@ -283,12 +284,9 @@ class PerceptualPyramidLoss(Loss):
             raise ValueError(f"layer_weights needs 1..5 entries (relu1_1..relu5_1), got {len(layer_weights)}")
         if num_channels != 3:
             raise ValueError(f"VGG-19 takes RGB images: num_channels must be 3, got {num_channels}")
-        if len(input_range) != 2 or not float(input_range[1]) > float(input_range[0]):
-            raise ValueError(f"input_range must be (low, high) with high > low, e.g. (0, 1) or (-1, 1); "
-                             f"got {tuple(input_range)}")
         self.layer_weights = layer_weights
         self.num_slices = slices_used(layer_weights)
-        self.input_range = (float(input_range[0]), float(input_range[1]))
+        self.input_range = as_range(input_range)
         self.official_smac_range_quirk = bool(official_smac_range_quirk)
         self.pyramid = ImagePyramid(scales, num_channels, mode=pyramid_mode)
         self.vgg = VGG19Features(vgg_weights, allow_random=allow_random, num_slices=self.num_slices)
@@ -303,10 +301,7 @@ class PerceptualPyramidLoss(Loss):
         """Map ``input_range`` to [0, 1] (the identity under ``official_smac_range_quirk``)."""
         if self.official_smac_range_quirk:
             return x
-        lo, hi = self.input_range
-        if lo == 0.0 and hi == 1.0:
-            return x
-        return (x - lo) / (hi - lo)
+        return to_unit(x, self.input_range)
 
     def _check_size(self, x: Tensor) -> None:
         need = vgg_min_size(self.num_slices)

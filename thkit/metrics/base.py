@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric
 
 from thkit.interfaces import MetricBase
+from thkit.value_range import as_range, from_unit, to_unit
 
 Tensor = torch.Tensor
 
@@ -87,10 +88,7 @@ class Metric(BaseMetric, MetricBase):
                  eval_size: int | None = None, aggregate: str = "frame", device: str | torch.device = "cpu",
                  collect_device: str = "cpu", prefix: str | None = None):
         super().__init__(collect_device=collect_device, prefix=prefix or self.metric_name or type(self).__name__)
-        lo, hi = (float(v) for v in input_range)
-        if not hi > lo:
-            raise ValueError(f"{type(self).__name__}: input_range must be (low, high) with high > low, got "
-                             f"{tuple(input_range)}")
+        lo, hi = as_range(input_range, f"{type(self).__name__}: input_range")
         if quantize not in _QUANTIZE:
             raise ValueError(f"{type(self).__name__}: quantize must be one of {_QUANTIZE}, got {quantize!r}")
         if aggregate not in ("frame", "video"):
@@ -142,12 +140,12 @@ class Metric(BaseMetric, MetricBase):
             x = x.detach().float()
             if not torch.isfinite(x).all():
                 raise ValueError(f"{name}: {what} contains NaN or infinite values")
-            lo, hi = self.input_range
-            x = (x - lo) / (hi - lo)
+            x = to_unit(x, self.input_range)
             mn, mx = float(x.min()), float(x.max())
             if mn < -0.01 or mx > 1.01:
+                span = from_unit(torch.tensor([mn, mx], dtype=torch.float64), self.input_range).tolist()
                 raise ValueError(
-                    f"{name}: {what} values span [{mn * (hi - lo) + lo:.3f}, {mx * (hi - lo) + lo:.3f}], outside "
+                    f"{name}: {what} values span [{span[0]:.3f}, {span[1]:.3f}], outside "
                     f"input_range={self.input_range}; pass the range your frames use (e.g. input_range=(-1, 1))")
             x = x.clamp(0.0, 1.0)
         else:

@@ -30,6 +30,7 @@ from thkit.errors import CheckpointError
 from thkit.metrics.base import PerFrameMetric
 from thkit.metrics.weights import WeightsSpec, load_state_dict_file, resolve_weights
 from thkit.registry import METRICS
+from thkit.value_range import as_range, from_unit
 
 Tensor = torch.Tensor
 
@@ -170,9 +171,8 @@ class LPIPS(PerFrameMetric):
         super().__init__(**kwargs)
         if net not in BACKBONE_SPECS:
             raise ValueError(f"LPIPS: net must be 'alex' or 'vgg', got {net!r}")
-        lo, hi = (float(v) for v in feed_range)
         self.net_name = net
-        self.feed_range = (lo, hi)
+        self.feed_range = as_range(feed_range, "LPIPS: feed_range")
         self.backend = f"lpips-v0.1-{net}"
         bpath = resolve_weights(BACKBONE_SPECS[net], backbone_weights, metric="LPIPS", arg="backbone_weights",
                                 check_hash=check_hash)
@@ -188,5 +188,4 @@ class LPIPS(PerFrameMetric):
                 f"spatial mean per layer, sum over 5 layers, then the mean over frames")
 
     def score_frames(self, pred: Tensor, ref: Tensor) -> list[float]:
-        lo, hi = self.feed_range
-        return self.network(pred * (hi - lo) + lo, ref * (hi - lo) + lo).tolist()
+        return self.network(from_unit(pred, self.feed_range), from_unit(ref, self.feed_range)).tolist()
