@@ -60,13 +60,13 @@ def official_nets(method: str, official_state_dicts: dict):
     weights converted by thkit's converter and loaded strictly."""
     from thkit.builder import build, build_model
     from thkit.checkpoint import load_state_dict_strict
-    from thkit.convert import CONVERTERS
+    from thkit.convert import get_converter
     from thkit.recipe import load_recipe
 
     cfg = load_recipe(f"{method}/tiny_fixture")
     model = build_model(cfg.model.to_dict()).eval()
     disc = build("discriminator", cfg.discriminator.to_dict(), path="discriminator").eval()
-    sds = CONVERTERS[method](official_state_dicts)
+    sds = get_converter(method)(official_state_dicts)
     load_state_dict_strict(model, sds["model"], "model")
     load_state_dict_strict(disc, sds["discriminator"], "discriminator")
     return model, disc

@@ -15,7 +15,7 @@ from conftest import official_nets, official_zero_state_dicts
 
 from thkit.builder import build, build_model
 from thkit.checkpoint import load_state_dict_strict
-from thkit.convert import CONVERTERS
+from thkit.convert import get_converter
 from thkit.errors import CheckpointError
 from thkit.motion.fomm import heatmap_to_keypoints, spatial_softmax
 from thkit.recipe import load_recipe
@@ -341,7 +341,7 @@ def test_vox256_official_keys_convert_completely(vox256):
     _, model, disc = vox256
     official = official_zero_state_dicts("fomm")
     official.update(optimizer_generator={}, optimizer_kp_detector={}, optimizer_discriminator={}, epoch=99)
-    sds = CONVERTERS["fomm"](official)
+    sds = get_converter("fomm")(official)
     assert set(sds) == {"model", "discriminator"}
     n_official = sum(len(official[n]) for n in ("generator", "kp_detector", "discriminator"))
     assert len(sds["model"]) + len(sds["discriminator"]) == n_official == 75 + 196 + 26
@@ -350,7 +350,7 @@ def test_vox256_official_keys_convert_completely(vox256):
         load_state_dict_strict(model, sds["model"], "model")
         load_state_dict_strict(disc, sds["discriminator"], "discriminator")
     # the demo-style checkpoint (no discriminator) converts too
-    sds = CONVERTERS["fomm"]({k: official[k] for k in ("generator", "kp_detector")})
+    sds = get_converter("fomm")({k: official[k] for k in ("generator", "kp_detector")})
     assert set(sds) == {"model"}
 
 
@@ -362,39 +362,39 @@ def test_converter_unknown_key(fx):
     off = _official(fx)
     off["generator"]["dense_motion_network.extra.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match=r"unknown keys.*dense_motion_network\.extra\.weight"):
-        CONVERTERS["fomm"](off)
+        get_converter("fomm")(off)
     off = _official(fx)
     off["kp_detector"]["kp.weight_orig"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match=r"unknown keys.*kp\.weight_orig"):
-        CONVERTERS["fomm"](off)
+        get_converter("fomm")(off)
     off = _official(fx)
     off["ema"] = {}
     with pytest.raises(CheckpointError, match="unknown entries.*ema"):
-        CONVERTERS["fomm"](off)
+        get_converter("fomm")(off)
 
 
 def test_converter_missing_key(fx):
     off = _official(fx)
     del off["generator"]["final.bias"]
     with pytest.raises(CheckpointError, match=r"missing keys.*generator\.final\.bias"):
-        CONVERTERS["fomm"](off)
+        get_converter("fomm")(off)
     off = _official(fx)
     del off["generator"]["bottleneck.r2.norm1.running_var"]
     with pytest.raises(CheckpointError, match=r"missing keys.*bottleneck\.r2\.norm1\.running_var"):
-        CONVERTERS["fomm"](off)
+        get_converter("fomm")(off)
     off = _official(fx)  # a whole block gone: the gap in the family is named
     off["kp_detector"] = {k: v for k, v in off["kp_detector"].items()
                           if not k.startswith("predictor.encoder.down_blocks.1.")}
     with pytest.raises(CheckpointError, match=r"missing keys.*predictor\.encoder\.down_blocks\.1"):
-        CONVERTERS["fomm"](off)
+        get_converter("fomm")(off)
     off = _official(fx)
     off["discriminator"] = {k: v for k, v in off["discriminator"].items() if ".down_blocks.2.norm." not in k}
     with pytest.raises(CheckpointError, match=r"missing keys.*discs\.1\.down_blocks\.2\.norm"):
-        CONVERTERS["fomm"](off)
+        get_converter("fomm")(off)
     off = _official(fx)
     del off["kp_detector"]
     with pytest.raises(CheckpointError, match="missing networks.*kp_detector"):
-        CONVERTERS["fomm"](off)
+        get_converter("fomm")(off)
 
 
 def test_small_recipe_trains_on_cpu():

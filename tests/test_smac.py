@@ -29,7 +29,7 @@ from conftest import official_nets, official_zero_state_dicts
 
 from thkit.builder import build, build_model
 from thkit.checkpoint import convert_official, load_state_dict_strict
-from thkit.convert import CONVERTERS
+from thkit.convert import get_converter
 from thkit.errors import CheckpointError
 from thkit.interfaces import GenerationContext
 from thkit.layers import kp2gaussian
@@ -353,7 +353,7 @@ def test_vox256_parameter_counts_equal_official(vox256):
 def test_vox256_official_keys_convert_completely(vox256):
     _, model, disc = vox256
     official = official_zero_state_dicts("smac")
-    sds = CONVERTERS["smac"](official)
+    sds = get_converter("smac")(official)
     assert len(sds["model"]) == 472 + 150 and len(sds["discriminator"]) == 28
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*meta parameter.*")
@@ -384,7 +384,7 @@ def test_prepare_basicsr_files_prefers_ema(fx):
 
 
 def test_converter_errors(fx):
-    conv = CONVERTERS["smac"]
+    conv = get_converter("smac")
     off = _official(fx)
     off["net_g"]["refine.extra.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match=r"unknown keys.*refine\.extra\.weight"):

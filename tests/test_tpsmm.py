@@ -11,7 +11,7 @@ from conftest import official_zero_state_dicts
 
 from thkit.builder import build, build_model
 from thkit.checkpoint import load_state_dict_strict
-from thkit.convert import CONVERTERS
+from thkit.convert import get_converter
 from thkit.errors import CheckpointError
 from thkit.recipe import load_recipe
 from thkit.transfer import transfer_motion
@@ -35,7 +35,7 @@ def nets(fx):
     cfg = load_recipe("tpsmm/tiny_fixture")
     model = build_model(cfg.model.to_dict())
     avd = build("motion", cfg.avd_network.to_dict(), path="avd_network")
-    sds = CONVERTERS["tpsmm"](fx["state_dict"])
+    sds = get_converter("tpsmm")(fx["state_dict"])
     load_state_dict_strict(model, sds["model"], "model")
     load_state_dict_strict(avd, sds["avd_network"], "avd_network")
     return model.eval(), avd.eval()
@@ -270,7 +270,7 @@ def test_vox256_keys_convert_completely_into_the_vox256_recipe(fixtures_dir):
     official = official_zero_state_dicts("tpsmm")
     official["epoch"] = 100
     official["optimizer"] = {"state": {}, "param_groups": []}
-    sds = CONVERTERS["tpsmm"](official)
+    sds = get_converter("tpsmm")(official)
     assert set(sds) == {"model", "avd_network"}
     cfg = load_recipe("tpsmm/vox256")
     model = build_model(cfg.model.to_dict())
@@ -307,19 +307,19 @@ def test_converter_errors_name_the_problem(fx, mutate, message):
     official = _tiny_official(fx)
     mutate(official)
     with pytest.raises(CheckpointError, match=message.replace(".", r"\.").replace("*", r"\*")):
-        CONVERTERS["tpsmm"](official)
+        get_converter("tpsmm")(official)
 
 
 def test_converter_optional_networks(fx):
     official = _tiny_official(fx)
     del official["bg_predictor"], official["avd_network"]
-    sds = CONVERTERS["tpsmm"](official)
+    sds = get_converter("tpsmm")(official)
     assert set(sds) == {"model"}
     assert not any(k.startswith("motion.bg_predictor.") for k in sds["model"])
     cfg = load_recipe("tpsmm/tiny_fixture", {"model.motion.background_predictor": None})
     load_state_dict_strict(build_model(cfg.model.to_dict()), sds["model"], "model")
     with pytest.raises(CheckpointError, match="expected a checkpoint dict"):
-        CONVERTERS["tpsmm"]([1, 2])
+        get_converter("tpsmm")([1, 2])
 
 
 @torch.no_grad()

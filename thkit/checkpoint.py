@@ -102,75 +102,94 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: dict[str, torch.
 
 
 # --------------------------------------------------------------------------------------------------------
-# official checkpoints
+# official checkpoints: every method-specific question goes to the registered converters (thkit.convert)
 # --------------------------------------------------------------------------------------------------------
 def detect_format(obj: Any) -> str:
-    """Guess which method wrote a loaded checkpoint dict ('thkit', 'fomm', 'tpsmm', 'mcnet', 'smac')."""
-    if not isinstance(obj, dict):
-        return "unknown"
-    if obj.get("format") == FORMAT:
+    """``'thkit'``, the name of the one registered converter that fits ``obj``, or ``'unknown'``."""
+    from thkit.convert import detect_method
+
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return "thkit"
-    keys = set(obj)
-    if {"inpainting_network", "dense_motion_network", "kp_detector"} <= keys:
-        return "tpsmm"
-    if {"generator", "kp_detector"} <= keys:
-        gen = obj["generator"]
-        if isinstance(gen, dict) and any(k.startswith("mbUnit.") for k in gen):
-            return "mcnet"
-        return "fomm"
-    if "params_ema" in keys or "params" in keys:
-        return "smac"
-    return "unknown"
+    try:
+        return detect_method(obj)
+    except CheckpointError:
+        return "unknown"
 
 
 def convert_official(objs: list[Any] | Any, method: str, **options) -> dict[str, dict[str, torch.Tensor]]:
-    """Map loaded official checkpoint(s) of ``method`` to thkit state dicts ``{net: sd}``."""
-    from thkit.convert import CONVERTERS
-    from thkit.errors import suggest
+    """Map loaded official checkpoint(s) of ``method`` to thkit state dicts ``{net: sd}`` (``options`` go to the
+    converter, e.g. SMAC's ``use_ema``)."""
+    from thkit.convert import convert_files
 
-    if method not in CONVERTERS:
-        raise CheckpointError(f"no converter for {method!r}; {suggest(method, CONVERTERS)}")
-    fn = CONVERTERS[method]
-    files = objs if isinstance(objs, list) else [objs]
-    prepare = getattr(fn, "prepare", None)
-    if prepare is not None:
-        official = prepare(files, **options)
-    else:
-        if len(files) != 1:
-            raise CheckpointError(f"the {method} converter takes one checkpoint file, got {len(files)}")
-        official = files[0]
-    return fn(official)
+    return convert_files(objs if isinstance(objs, list) else [objs], method, **options)
 
 
-def convert_file(sources: list[str] | str, output: str | os.PathLike, method: str, trusted: bool = False,
-                 use_ema: bool = True) -> Path:
-    """Read official checkpoint file(s), convert, and write a thkit checkpoint."""
+def read_official(sources: list[str | os.PathLike], method: str = "auto", trusted: bool = False,
+                  **options) -> tuple[str, dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """Read official checkpoint file(s), detect the method when ``method='auto'`` (every file must fit the same
+    converter), convert.  Returns ``(method, state_dicts, meta)``; meta names the files and their sha256."""
+    from thkit.convert import detect_method
+
+    objs = [torch_load(s, trusted=trusted) for s in sources]
+    if method == "auto":
+        found = {detect_method(o, what=str(s)) for o, s in zip(objs, sources)}
+        if len(found) != 1:
+            raise CheckpointError(f"the files {', '.join(map(str, sources))} were written by different methods "
+                                  f"({', '.join(sorted(found))})")
+        method = found.pop()
+    sds = convert_official(objs, method, **options)
+    meta = {"method": method, "sources": [{"file": Path(s).name, "sha256": _sha256(s)} for s in sources]}
+    return method, sds, meta
+
+
+def _sha256(path: str | os.PathLike) -> str:
     import hashlib
 
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def convert_file(sources: list[str] | str, output: str | os.PathLike, method: str = "auto", trusted: bool = False,
+                 **options) -> Path:
+    """Read official checkpoint file(s), convert, and write a thkit checkpoint (the legacy single-file format;
+    :func:`thkit.api.convert` writes model folders)."""
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    objs = [torch_load(s, trusted=trusted) for s in sources]
-    opts = {"use_ema": use_ema} if method == "smac" else {}
-    sds = convert_official(objs, method, **opts)
-    meta = {"converted_from": method, "sources": [str(s) for s in sources]}
-    meta["sha256"] = [hashlib.sha256(Path(s).read_bytes()).hexdigest() for s in sources]
+    method, sds, meta = read_official(sources, method, trusted, **options)
+    meta = {"converted_from": method, "sources": [str(s) for s in sources],
+            "sha256": [m["sha256"] for m in meta["sources"]]}
     return save_checkpoint(output, sds, meta)
+
+
+def read_state_dicts(path: str | os.PathLike, fmt: str = "auto", trusted: bool = False,
+                     **options) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights of a model folder, a thkit checkpoint, or an official file (converted), as ``{net: sd}``."""
+    from thkit.model_folder import is_model_folder, read_weights
+
+    if is_model_folder(path):
+        return read_weights(path)
+    obj = torch_load(path, trusted=trusted)
+    if fmt == "auto":
+        if isinstance(obj, dict) and obj.get("format") == FORMAT:
+            fmt = "thkit"
+        else:
+            from thkit.convert import detect_method
+
+            fmt = detect_method(obj, what=str(path))
+    if fmt == "thkit":
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a thkit checkpoint")
+        return obj["state_dict"]
+    return convert_official(obj, fmt, **options)
 
 
 def load_into(model: torch.nn.Module, path: str | os.PathLike, fmt: str = "auto", trusted: bool = False,
               extra: dict[str, torch.nn.Module] | None = None) -> dict[str, Any]:
-    """Load a thkit checkpoint, or an official one (converted on the fly), into ``model`` (and ``extra`` nets)."""
-    obj = torch_load(path, trusted=trusted)
-    if fmt == "auto":
-        fmt = detect_format(obj)
-        if fmt == "unknown":
-            raise CheckpointError(
-                f"cannot tell which method wrote {path}; pass --checkpoint-format (thkit, fomm, tpsmm, smac, ...)")
-    if fmt == "thkit":
-        if obj.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a thkit checkpoint")
-        sds = obj["state_dict"]
-    else:
-        sds = convert_official(obj, fmt)
+    """Load a model folder, a thkit checkpoint, or an official one (converted on the fly), into ``model`` (and
+    ``extra`` nets)."""
+    sds = read_state_dicts(path, fmt, trusted)
     if "model" not in sds:
         raise CheckpointError(f"{path} has no 'model' weights (has: {', '.join(sds)})")
     load_state_dict_strict(model, sds["model"], "model")

@@ -208,7 +208,8 @@ def cmd_plugins(args) -> int:
 def cmd_convert(args) -> int:
     from thkit.checkpoint import convert_file
 
-    out = convert_file(args.source, args.output, method=args.from_, trusted=args.trusted, use_ema=not args.no_ema)
+    opts = {"use_ema": False} if args.no_ema else {}
+    out = convert_file(args.source, args.output, method=args.from_, trusted=args.trusted, **opts)
     print(f"wrote {out}")
     return 0
 

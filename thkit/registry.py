@@ -57,6 +57,7 @@ DECODERS = _reg("decoder", "thkit.decode")
 DISCRIMINATORS = _reg("discriminator", "thkit.models")
 ATTENTION_BACKENDS = _reg("attention_backend", "thkit.attention", model_like=False)
 LOSSES = _reg("loss", "thkit.losses")
+CONVERTERS = _reg("converter", "thkit.convert", model_like=False)
 
 # --- children of mmengine's roots (so the Runner can build them with default_scope='thkit') ------------
 MODELS = Registry("model", parent=MM_MODELS, scope=SCOPE, locations=["thkit.models"])
@@ -100,12 +101,13 @@ class Kind:
     name: str
     registry: Registry
     description: str
-    interface: str  # dotted path of the interface class in thkit.interfaces (resolved lazily)
+    interface: str  # the interface class: a name in thkit.interfaces, or a dotted path (resolved lazily)
 
     def interface_class(self):
-        from thkit import interfaces
+        import importlib
 
-        return getattr(interfaces, self.interface)
+        module, _, name = self.interface.rpartition(".")
+        return getattr(importlib.import_module(module or "thkit.interfaces"), name)
 
 
 KINDS: dict[str, Kind] = {
@@ -123,6 +125,8 @@ KINDS: dict[str, Kind] = {
         Kind("attention", ATTENTION_BACKENDS, "attention backends (xformers, sdpa, math)", "AttentionBackend"),
         Kind("model", MODELS, "complete models that wire parts together", "TalkingHeadModelBase"),
         Kind("loss", LOSSES, "training losses", "LossModule"),
+        Kind("converter", CONVERTERS, "official-checkpoint converters: detect, convert, recipe_from_official",
+             "thkit.convert.base.Converter"),
         Kind("metric", METRICS, "evaluation metrics", "MetricBase"),
         Kind("dataset", DATASETS, "datasets", "DatasetBase"),
     ]
@@ -176,6 +180,7 @@ __all__ = [
     "DISCRIMINATORS",
     "ATTENTION_BACKENDS",
     "LOSSES",
+    "CONVERTERS",
     "MODELS",
     "DATASETS",
     "TRANSFORMS",

@@ -280,3 +280,34 @@ def convert_networks(method: str, official: Any, nets: Mapping[str, tuple[str, N
             raise CheckpointError(f"{method} converter: official '{net}' is not a state dict ({type(sd).__name__})")
         merge(method, result, dest, convert_net(method, net, sd, spec))
     return result
+
+
+def match_score(official: Any, nets: Mapping[str, tuple[str, NetRules]], *, required: Sequence[str],
+                ignored: Sequence[str] = ()) -> tuple[float, str]:
+    """How well a loaded checkpoint fits a converter's tables, without converting it: ``(score, why)``.
+
+    0 when it is not a dict or lacks a required network; otherwise the share of its keys (network entries, and
+    the keys inside each known network) that the rules map.  1.0 means every key has a rule.
+    """
+    if not isinstance(official, Mapping):
+        return 0.0, f"not a checkpoint dict ({type(official).__name__})"
+    absent = [n for n in required if not isinstance(official.get(n), Mapping)]
+    if absent:
+        return 0.0, f"no {', '.join(absent)}"
+    total = mapped = 0
+    unknown: list[str] = []
+    for name, sd in official.items():
+        if name in ignored:
+            continue
+        if name not in nets or not isinstance(sd, Mapping):
+            total += 1
+            unknown.append(str(name))
+            continue
+        _, bad = _match(name, sd, nets[name][1].rules)
+        total += len(sd)
+        mapped += len(sd) - len(bad)
+        unknown += bad
+    score = mapped / total if total else 0.0
+    why = "every key has a rule" if not unknown else (
+        f"{len(unknown)} of {total} keys have no rule (e.g. {', '.join(unknown[:3])})")
+    return score, why

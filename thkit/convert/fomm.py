@@ -27,12 +27,13 @@ official                                                thkit
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from thkit.convert import register_converter
-from thkit.convert._rules import AFFINE, BN, CONV, KERNEL, SN_CONV, Found, NetRules, Rule, convert_networks
+from thkit.convert._rules import AFFINE, BN, CONV, KERNEL, SN_CONV, Found, NetRules, Rule, convert_networks, match_score
+from thkit.convert.base import Converter
+from thkit.registry import CONVERTERS
 
 Tensor = torch.Tensor
 
@@ -101,7 +102,18 @@ _IGNORED_TOP = ("optimizer_generator", "optimizer_discriminator", "optimizer_kp_
 _REQUIRED_TOP = ("generator", "kp_detector")
 
 
-@register_converter("fomm")
-def convert_fomm(official: Mapping[str, Mapping[str, Tensor]]) -> dict[str, dict[str, Tensor]]:
-    """Map an official FOMM checkpoint dict to ``{'model': sd, 'discriminator': sd}`` (the latter if present)."""
-    return convert_networks("FOMM", official, _NETS, required=_REQUIRED_TOP, ignored=_IGNORED_TOP)
+@CONVERTERS.register_module(name="fomm")
+class FOMMConverter(Converter):
+    """FOMM (Siarohin et al., NeurIPS 2019): ``vox-cpk.pth.tar`` = ``{generator, kp_detector[, discriminator],
+    optimizer_*, epoch}``."""
+
+    method = "fomm"
+    paper = "First Order Motion Model for Image Animation (NeurIPS 2019)"
+    files = "one official checkpoint file (vox-cpk.pth.tar)"
+
+    def detect(self, checkpoint: Any) -> tuple[float, str]:
+        return match_score(checkpoint, _NETS, required=_REQUIRED_TOP, ignored=_IGNORED_TOP)
+
+    def convert(self, checkpoint: Any) -> dict[str, dict[str, Tensor]]:
+        """Map an official FOMM checkpoint dict to ``{'model': sd, 'discriminator': sd}`` (the latter if present)."""
+        return convert_networks("FOMM", checkpoint, _NETS, required=_REQUIRED_TOP, ignored=_IGNORED_TOP)

@@ -47,8 +47,9 @@ from typing import Any
 
 import torch
 
-from thkit.convert import register_converter
-from thkit.convert._rules import BN, CONV, CONV_NOBIAS, KERNEL, Found, NetRules, Rule, convert_networks
+from thkit.convert._rules import BN, CONV, CONV_NOBIAS, KERNEL, Found, NetRules, Rule, convert_networks, match_score
+from thkit.convert.base import Converter
+from thkit.registry import CONVERTERS
 from thkit.errors import CheckpointError
 
 Tensor = torch.Tensor
@@ -257,11 +258,33 @@ def prepare(files: Sequence[Any], use_ema: bool = True) -> dict[str, dict[str, T
     return out
 
 
-@register_converter("smac")
-def convert_smac(official: Mapping[str, Mapping[str, Tensor]]) -> dict[str, dict[str, Tensor]]:
-    """Map ``{'net_g': sd, 'motion_estimator': sd[, 'net_d': sd]}`` to ``{'model': sd[, 'discriminator': sd]}``."""
-    return convert_networks("SMAC", official, _NETS, required=_REQUIRED, source=None,
-                            hint="; pass the net_g and the net_motion_estimator files together")
+@CONVERTERS.register_module(name="smac")
+class SMACConverter(Converter):
+    """SMAC (CVPR 2025): BasicSR files ``net_g_*.pth`` (``params`` / ``params_ema``), ``net_motion_estimator_*.pth``
+    and optionally ``net_d_*.pth``, given together."""
 
+    method = "smac"
+    paper = "SMAC: motion and appearance codebook compensation for talking-head generation (CVPR 2025)"
+    files = "the net_g and net_motion_estimator files (and optionally net_d), given together"
 
-convert_smac.prepare = prepare  # type: ignore[attr-defined]
+    def detect(self, checkpoint: Any) -> tuple[float, str]:
+        """One BasicSR file (net_g, motion estimator or discriminator), or the combined dict of networks."""
+        if isinstance(checkpoint, Mapping) and set(checkpoint) & {"params", "params_ema"}:
+            sd = checkpoint.get("params_ema", checkpoint.get("params"))
+            if not isinstance(sd, Mapping):
+                return 0.0, "'params' is not a state dict"
+            sd = _strip_module(sd)
+            net = _identify(sd)
+            if net == "unknown":
+                return 0.0, "a BasicSR file, but not a SMAC network"
+            return match_score({net: sd}, _NETS, required=(net,))
+        return match_score(checkpoint, _NETS, required=_REQUIRED)
+
+    def combine(self, files: Sequence[Any], use_ema: bool = True) -> dict[str, dict[str, Tensor]]:
+        """See :func:`prepare`; ``use_ema``: take net_g's EMA weights (``params_ema``, the official default)."""
+        return prepare(files, use_ema=use_ema)
+
+    def convert(self, checkpoint: Any) -> dict[str, dict[str, Tensor]]:
+        """Map ``{'net_g': sd, 'motion_estimator': sd[, 'net_d': sd]}`` to ``{'model': sd[, 'discriminator': sd]}``."""
+        return convert_networks("SMAC", checkpoint, _NETS, required=_REQUIRED, source=None,
+                                hint="; pass the net_g and the net_motion_estimator files together")

@@ -25,12 +25,14 @@ so load them into a recipe with ``model.motion.background_predictor=None``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from thkit.convert import register_converter
-from thkit.convert._rules import AFFINE, BN, CONV, CONV_NOBIAS, KERNEL, LINEAR, NetRules, Rule, convert_networks
+from thkit.convert._rules import (AFFINE, BN, CONV, CONV_NOBIAS, KERNEL, LINEAR, NetRules, Rule, convert_networks,
+                                 match_score)
+from thkit.convert.base import Converter
+from thkit.registry import CONVERTERS
 
 Tensor = torch.Tensor
 
@@ -123,7 +125,18 @@ _REQUIRED_NETS = ("kp_detector", "dense_motion_network", "inpainting_network")
 _IGNORED_TOP = ("optimizer", "optimizer_bg_predictor", "optimizer_avd", "epoch")
 
 
-@register_converter("tpsmm")
-def convert_tpsmm(official: Mapping[str, Mapping[str, Tensor]]) -> dict[str, dict[str, Tensor]]:
-    """Map an official TPSMM checkpoint dict to ``{'model': sd, 'avd_network': sd}`` (the latter if present)."""
-    return convert_networks("TPSMM", official, _NETS, required=_REQUIRED_NETS, ignored=_IGNORED_TOP)
+@CONVERTERS.register_module(name="tpsmm")
+class TPSMMConverter(Converter):
+    """TPSMM (Zhao & Zhang, CVPR 2022): ``vox.pth.tar`` = ``{kp_detector, dense_motion_network,
+    inpainting_network[, bg_predictor][, avd_network], optimizer*, epoch}``."""
+
+    method = "tpsmm"
+    paper = "Thin-Plate Spline Motion Model for Image Animation (CVPR 2022)"
+    files = "one official checkpoint file (vox.pth.tar)"
+
+    def detect(self, checkpoint: Any) -> tuple[float, str]:
+        return match_score(checkpoint, _NETS, required=_REQUIRED_NETS, ignored=_IGNORED_TOP)
+
+    def convert(self, checkpoint: Any) -> dict[str, dict[str, Tensor]]:
+        """Map an official TPSMM checkpoint dict to ``{'model': sd, 'avd_network': sd}`` (the latter if present)."""
+        return convert_networks("TPSMM", checkpoint, _NETS, required=_REQUIRED_NETS, ignored=_IGNORED_TOP)
