@@ -189,6 +189,21 @@ def test_perceptual_rejects_a_file_that_is_not_vgg19(tmp_path):
         PerceptualPyramidLoss(vgg_weights=str(bad), layer_weights=[1])
 
 
+def test_vgg_features_are_torchvisions_layers_with_its_keys(vgg_file):
+    import torchvision
+
+    path, feats = vgg_file
+    net = VGG19Features(str(path), num_slices=3)
+    want = torchvision.models.vgg19(weights=None).features[:12]
+    assert [repr(m) for m in net.features] == [repr(m) for m in want]
+    # torchvision's state-dict keys name the (non-persistent) buffers: 'features.<i>.weight'
+    buffers = dict(net.named_buffers())
+    assert sorted(buffers) == sorted(f"features.{k}" for k in want.state_dict())
+    for i in (0, 5, 10):
+        assert torch.equal(buffers[f"features.{i}.weight"], feats[i].weight)
+    assert list(net.parameters()) == [] and net.state_dict() == {}
+
+
 def test_random_vgg_warns_loudly_outside_tests(monkeypatch, caplog):
     monkeypatch.delenv("THKIT_TESTING", raising=False)
     monkeypatch.delenv("THKIT_VGG19_WEIGHTS", raising=False)

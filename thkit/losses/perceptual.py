@@ -8,7 +8,8 @@ For each scale ``s`` of an anti-aliased image pyramid and each VGG-19 slice ``i`
 with the target's features detached.  FOMM, TPSMM and MRFA use ``w = [10] * 5`` on scales
 ``[1, 0.5, 0.25, 0.125]``; SMAC uses ``w = [1] * 5``.
 
-The VGG-19 weights come from a **local file** (a torchvision ``vgg19`` state dict, i.e. torchvision's
+The network is torchvision's ``vgg19(weights=None).features`` sliced at relu5_1 (or earlier); its weights
+come from a **local file** (a torchvision ``vgg19`` state dict, i.e. torchvision's
 ``VGG19_Weights.IMAGENET1K_V1``); nothing is downloaded.  Without a file the network is random, which is
 only accepted silently in tests (``THKIT_TESTING=1``) or with ``allow_random=True``.
 """
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from thkit.errors import CheckpointError
@@ -39,11 +40,7 @@ VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 #: environment variable naming the weights file when a recipe gives none
 VGG19_ENV = "THKIT_VGG19_WEIGHTS"
 
-# torchvision's vgg19 ``features`` (configuration "E"): widths, 'M' = 2x2 max-pool.  Module indices are the
-# same as torchvision's, so its state dict loads key for key.
-_VGG19_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-                                     512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
-#: end index (exclusive) in ``features`` of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
+#: end index (exclusive) in torchvision's vgg19 ``features`` of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
 VGG19_SLICE_ENDS = (2, 7, 12, 21, 30)
 #: the image pyramid of FOMM, TPSMM, MRFA and SMAC, and FOMM's per-slice weights (the loss's defaults)
 PYRAMID_SCALES = (1.0, 0.5, 0.25, 0.125)
@@ -56,18 +53,32 @@ class MissingWeightsError(CheckpointError, FileNotFoundError):
     """A weights file a loss needs is not there (the message says where it is published)."""
 
 
-def _vgg19_ops(upto: int) -> list[tuple[str, int, int, int]]:
-    """torchvision's vgg19 ``features`` below index ``upto``: ``(kind, index, in, out)`` with kind conv/relu/pool."""
-    ops: list[tuple[str, int, int, int]] = []
-    cin = 3
-    for v in _VGG19_CFG:
-        if v == "M":
-            ops.append(("pool", len(ops), cin, cin))
+def vgg19_layers(upto: int = VGG19_SLICE_ENDS[-1]) -> nn.Sequential:
+    """torchvision's ``vgg19(weights=None).features[:upto]``, built on the meta device: the layer list (module
+    indices as in torchvision, so ``features.<i>.weight`` of its state dict is layer ``i``) without memory or
+    initialisation; give it tensors with :func:`_materialise`."""
+    with torch.device("meta"):
+        return torchvision.models.vgg19(weights=None).features[:upto]
+
+
+def _materialise(layers: nn.Sequential, state: Mapping[str, Tensor] | None) -> nn.Sequential:
+    """Give the meta ``layers`` real weights as **non-persistent buffers** (``<i>.weight``, ``<i>.bias``): from
+    ``state`` (``{'<i>.weight': ...}``), else torchvision's VGG initialisation (kaiming normal, fan_out, zero
+    bias), drawn conv by conv in order.  ``nn.Conv2d.forward`` reads ``self.weight`` whether it is a parameter
+    or a buffer, so the layers run unchanged."""
+    for i, m in enumerate(layers):
+        if not isinstance(m, nn.Conv2d):
+            continue
+        if state is not None:
+            w, b = state[f"{i}.weight"].clone(), state[f"{i}.bias"].clone()
         else:
-            ops.append(("conv", len(ops), cin, int(v)))
-            ops.append(("relu", len(ops), int(v), int(v)))
-            cin = int(v)
-    return ops[:upto]
+            w = torch.empty(m.weight.shape)
+            nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+            b = torch.zeros(m.bias.shape)
+        del m.weight, m.bias
+        m.register_buffer("weight", w, persistent=False)
+        m.register_buffer("bias", b, persistent=False)
+    return layers
 
 
 def missing_vgg_message(path: str | os.PathLike | None) -> str:
@@ -102,10 +113,10 @@ def load_vgg19_features_state(path: str | os.PathLike, upto: int = VGG19_SLICE_E
     prefix = "features." if any(str(k).startswith("features.") for k in obj) else ""
     out: dict[str, Tensor] = {}
     missing = []
-    for kind, i, cin, cout in _vgg19_ops(upto):
-        if kind != "conv":
+    for i, layer in enumerate(vgg19_layers(upto)):
+        if not isinstance(layer, nn.Conv2d):
             continue
-        for name, shape in (("weight", (cout, cin, 3, 3)), ("bias", (cout,))):
+        for name, shape in (("weight", tuple(layer.weight.shape)), ("bias", tuple(layer.bias.shape))):
             key = f"{prefix}{i}.{name}"
             if key not in obj:
                 missing.append(key)
@@ -130,9 +141,11 @@ class VGG19Features(nn.Module):
     """Frozen VGG-19 ``features`` up to relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (torchvision's layout).
 
     ``forward(x)`` takes an ImageNet-normalised batch and returns the outputs at the first ``num_slices`` of
-    those ReLUs.  The convolution weights are **non-persistent buffers**: they follow ``.to(device)`` but are
-    not part of thkit checkpoints (the VGG is a fixed external asset, loaded from its own file) and never
-    receive gradients.  Buffer ``features_{i}_weight`` is torchvision's ``features.{i}.weight``.
+    those ReLUs.  ``self.features`` is torchvision's ``vgg19(weights=None).features`` sliced after the last
+    ReLU used (:func:`vgg19_layers`), with the convolution weights as **non-persistent buffers**: they follow
+    ``.to(device)`` but are not part of thkit checkpoints (the VGG is a fixed external asset, loaded from its
+    own file) and never receive gradients.  Buffer ``features.{i}.weight`` is torchvision's
+    ``features.{i}.weight`` (the same key).
 
     Args:
         weights: path of a torchvision vgg19 state dict; ``None``: ``$THKIT_VGG19_WEIGHTS`` if set, else random
@@ -150,20 +163,7 @@ class VGG19Features(nn.Module):
         if weights is None and os.environ.get(VGG19_ENV):
             weights = os.environ[VGG19_ENV]
         state = load_vgg19_features_state(weights, upto) if weights is not None else None
-        #: ("conv", index) / ("relu", index) / ("pool", index), torchvision's ``features`` order
-        self.ops: list[tuple[str, int]] = []
-        for kind, i, cin, cout in _vgg19_ops(upto):
-            self.ops.append((kind, i))
-            if kind != "conv":
-                continue
-            if state is not None:
-                w, b = state[f"{i}.weight"].clone(), state[f"{i}.bias"].clone()
-            else:  # torchvision's VGG initialisation (kaiming normal, fan_out, zero bias)
-                w = torch.empty(cout, cin, 3, 3)
-                nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
-                b = torch.zeros(cout)
-            self.register_buffer(f"features_{i}_weight", w, persistent=False)
-            self.register_buffer(f"features_{i}_bias", b, persistent=False)
+        self.features = _materialise(vgg19_layers(upto), state)
         self.weights_path = None if weights is None else str(weights)
         self.pretrained = weights is not None
         if weights is None:
@@ -181,13 +181,8 @@ class VGG19Features(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         ends = set(VGG19_SLICE_ENDS[: self.num_slices])
         out = []
-        for kind, i in self.ops:
-            if kind == "conv":
-                x = F.conv2d(x, getattr(self, f"features_{i}_weight"), getattr(self, f"features_{i}_bias"), padding=1)
-            elif kind == "relu":
-                x = F.relu(x)
-            else:
-                x = F.max_pool2d(x, kernel_size=2, stride=2)
+        for i, layer in enumerate(self.features):
+            x = layer(x)
             if i + 1 in ends:
                 out.append(x)
         return out
