@@ -199,6 +199,29 @@ def test_lpips_matches_lpips_package_with_same_weights(net, tmp_path, monkeypatc
     assert mrfa.compute()["value"] == pytest.approx(float(want_mrfa.mean()), rel=1e-5)
 
 
+def test_lpips_backbone_is_torchvisions_features_sliced_after_the_last_tap():
+    import torchvision
+
+    from thkit.metrics.lpips_metric import LPIPSNetwork
+
+    torch.manual_seed(0)
+    alex = torchvision.models.alexnet(weights=None).eval()
+    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))}
+    net = LPIPSNetwork("alex", alex.state_dict(), lin)  # torchvision's full state dict loads key for key
+    assert [repr(m) for m in net.features] == [repr(m) for m in alex.features[:12]]
+    for k, v in alex.features[:12].state_dict().items():
+        assert torch.equal(net.features.state_dict()[k], v)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    h, want = (x - net.shift) / net.scale, []
+    with torch.no_grad():
+        for i, layer in enumerate(alex.features[:12]):
+            h = layer(h)
+            if i in (1, 4, 7, 9, 11):
+                want.append(h.clone())
+        for a, b in zip(net.taps_of(x), want, strict=True):
+            assert torch.equal(a, b)
+
+
 def _random_fid_state(seed=0):
     from thkit.metrics.fid import FIDInceptionV3
 

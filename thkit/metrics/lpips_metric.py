@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 
 import torch
+import torchvision
 from torch import nn
 
 from thkit.errors import CheckpointError
@@ -54,27 +55,19 @@ LIN_SPECS = {
     for net in ("alex", "vgg")
 }
 
-# torchvision ``features`` layouts: (kind, in, out, kernel, stride, padding); taps = indices of the tapped ReLUs
-_ALEX = [("conv", 3, 64, 11, 4, 2), ("relu",), ("pool", 3, 2), ("conv", 64, 192, 5, 1, 2), ("relu",),
-         ("pool", 3, 2), ("conv", 192, 384, 3, 1, 1), ("relu",), ("conv", 384, 256, 3, 1, 1), ("relu",),
-         ("conv", 256, 256, 3, 1, 1), ("relu",)]
-_ALEX_TAPS = (1, 4, 7, 9, 11)
+#: the torchvision model whose ``features`` LPIPS taps, and the indices in ``features`` of the five tapped ReLUs
+#: (lpips' ``alexnet`` / ``vgg16`` slices: relu1..relu5 of AlexNet; relu1_2, relu2_2, relu3_3, relu4_3, relu5_3)
+_BACKBONES = {"alex": ("alexnet", (1, 4, 7, 9, 11)), "vgg": ("vgg16", (3, 8, 15, 22, 29))}
 
 
-def _vgg16_layout() -> list[tuple]:
-    ops: list[tuple] = []
-    cin = 3
-    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
-        if v == "M":
-            ops.append(("pool", 2, 2))
-        else:
-            ops += [("conv", cin, v, 3, 1, 1), ("relu",)]
-            cin = v
-    return ops
-
-
-_VGG_TAPS = (3, 8, 15, 22, 29)
-_LAYOUTS = {"alex": (_ALEX, _ALEX_TAPS), "vgg": (_vgg16_layout(), _VGG_TAPS)}
+def backbone_layers(net: str) -> tuple[nn.Sequential, tuple[int, ...]]:
+    """torchvision's ``alexnet(weights=None).features`` / ``vgg16(weights=None).features`` sliced after the last
+    tapped ReLU, and the tap indices.  Built on the meta device (the classifier is never allocated); module
+    indices are torchvision's, so ``features.<i>.*`` of its state dict is layer ``i``."""
+    name, taps = _BACKBONES[net]
+    with torch.device("meta"):
+        features = getattr(torchvision.models, name)(weights=None).features[: taps[-1] + 1]
+    return features, taps
 #: LPIPS scaling layer (maps [-1, 1] images to ImageNet statistics)
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
@@ -82,22 +75,13 @@ _SCALE = (0.458, 0.448, 0.450)
 
 class LPIPSNetwork(nn.Module):
     """The LPIPS v0.1 distance network for ``net`` in {'alex', 'vgg'}; ``forward(x, y) -> (B,)`` for images
-    in [-1, 1].  ``features`` follows torchvision's module indices so its state dict loads key for key."""
+    in [-1, 1].  ``features`` is torchvision's (:func:`backbone_layers`), so its state dict loads key for key."""
 
     def __init__(self, net: str, backbone_state: dict[str, Tensor], lin_state: dict[str, Tensor]):
         super().__init__()
-        if net not in _LAYOUTS:
+        if net not in _BACKBONES:
             raise ValueError(f"LPIPS: net must be 'alex' or 'vgg', got {net!r}")
-        layout, self.taps = _LAYOUTS[net]
-        layers: list[nn.Module] = []
-        for op in layout:
-            if op[0] == "conv":
-                layers.append(nn.Conv2d(op[1], op[2], op[3], stride=op[4], padding=op[5]))
-            elif op[0] == "relu":
-                layers.append(nn.ReLU())
-            else:
-                layers.append(nn.MaxPool2d(op[1], stride=op[2]))
-        self.features = nn.Sequential(*layers)
+        self.features, self.taps = backbone_layers(net)
         want = {k: v.shape for k, v in self.features.state_dict().items()}
         sd = {k[len("features."):]: v for k, v in backbone_state.items() if k.startswith("features.")}
         if not sd:  # a features-only state dict
@@ -110,8 +94,8 @@ class LPIPSNetwork(nn.Module):
             if tuple(sd[k].shape) != tuple(shape):
                 raise CheckpointError(f"LPIPS: backbone features.{k} has shape {tuple(sd[k].shape)}, expected "
                                       f"{tuple(shape)} (is this the {net} file?)")
-        self.features.load_state_dict({k: sd[k].float() for k in want})
-        chans = [layers[i - 1].out_channels for i in self.taps]
+        self.features.load_state_dict({k: sd[k].float() for k in want}, assign=True)
+        chans = [self.features[i - 1].out_channels for i in self.taps]
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in chans)
         for i, (lin, c) in enumerate(zip(self.lins, chans)):
             key = next((k for k in (f"lin{i}.model.1.weight", f"lin{i}.model.0.weight") if k in lin_state), None)
