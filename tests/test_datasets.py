@@ -13,6 +13,7 @@ from PIL import Image
 from thkit.datasets.augment import PairAugmentation
 from thkit.datasets.frames import DatasetError, DataWarning, FramesDataset, open_video, write_video
 from thkit.datasets.synthetic import (
+    GENERATOR_VERSION,
     LABELS,
     LANDMARK_NAMES,
     HeadIdentity,
@@ -348,7 +349,12 @@ def test_synthetic_dataset_synthesizes_when_missing(tmp_path):
     data = json.loads(gt.read_text())
     del data["generator"]["generator_version"]
     gt.write_text(json.dumps(data))
-    with pytest.warns(DataWarning, match="generator_version: 1 != 2"):
+    with pytest.warns(DataWarning, match=f"generator_version: 1 != {GENERATOR_VERSION}"):
+        SyntheticTalkingHeads(root, image_size=16, synth=dict(videos=3, frames=4, warp_fraction=0.0))
+    # ... and so is data of the version before (2: the warp videos had their own thin-plate spline copy)
+    data["generator"]["generator_version"] = GENERATOR_VERSION - 1
+    gt.write_text(json.dumps(data))
+    with pytest.warns(DataWarning, match=f"generator_version: {GENERATOR_VERSION - 1} != {GENERATOR_VERSION}"):
         SyntheticTalkingHeads(root, image_size=16, synth=dict(videos=3, frames=4, warp_fraction=0.0))
 
 

@@ -47,6 +47,7 @@ from thkit.datasets.frames import (
 )
 from thkit.errors import ThkitError
 from thkit.layers.grid import make_coordinate_grid
+from thkit.motion.tpsmm import ThinPlateSpline
 from thkit.registry import DATASETS
 
 Tensor = torch.Tensor
@@ -54,7 +55,9 @@ Tensor = torch.Tensor
 FORMAT_TAG = "thkit-synth/1"
 #: version of the generator's content (motion ranges, proportions); stored with the data, so that a dataset written
 #: by an older generator is reported instead of silently reused.  2: VoxCeleb-sized heads and head moves (2026-11).
-GENERATOR_VERSION = 2
+#: 3: the 'warp' videos use the project's one thin-plate spline (:class:`thkit.motion.tpsmm.ThinPlateSpline`, float32)
+#: instead of a copy solved in float64: sampling positions move by ~1e-5 of the crop, a few pixels by one grey level.
+GENERATOR_VERSION = 3
 
 #: Landmark order of both kinds of video.  "r" / "l" are the subject's right / left (image left / right).
 LANDMARK_NAMES = (
@@ -824,7 +827,12 @@ class WarpRenderer:
         grid = make_coordinate_grid(self.size, self.size).view(-1, 2)
         frames = []
         for i in range(t):  # one frame at a time keeps the (pixels x control points) kernel small
-            back = thin_plate_spline(dst_all[i], src_all[i], grid).view(1, self.size, self.size, 2)
+            # the plain interpolating spline (Bookstein 1989: U = r^2 log r^2 plus an affine part, no
+            # regularisation), exact at the control points.  Not kornia's get_tps_transform: its system pairs
+            # the two point sets (kernel between source and destination points), a different spline that
+            # swings far from this one between the control points.
+            tps = ThinPlateSpline(dst_all[i], src_all[i], regularisation=0.0)
+            back = tps.warp_points(grid).view(1, self.size, self.size, 2)
             frames.append(F.grid_sample(self.image, self._crop_to_image(back), mode="bilinear",
                                         padding_mode="border", align_corners=True))
         frames = torch.cat(frames)
@@ -837,28 +845,6 @@ class WarpRenderer:
             "landmarks": ((dst + 1) * (self.size - 1) / 2).numpy(),
             "visible": visible.numpy(),
         }
-
-
-def thin_plate_spline(ctrl: Tensor, values: Tensor, points: Tensor) -> Tensor:
-    """The 2D thin-plate spline through ``ctrl`` (K, 2) -> ``values`` (K, 2), evaluated at ``points`` (N, 2).
-
-    Kernel ``U(r) = r^2 log r^2`` plus an affine part (Bookstein 1989); exact at the control points.
-    """
-    def kernel(a, b):
-        r2 = ((a * a).sum(-1)[:, None] + (b * b).sum(-1)[None, :] - 2 * a @ b.T).clamp_min(0)
-        return r2 * torch.log(r2.clamp_min(1e-20))
-
-    c = ctrl.double()
-    k = c.shape[0]
-    p = torch.cat([torch.ones(k, 1, dtype=c.dtype), c], 1)
-    system = torch.zeros(k + 3, k + 3, dtype=c.dtype)
-    system[:k, :k] = kernel(c, c)
-    system[:k, k:] = p
-    system[k:, :k] = p.T
-    rhs = torch.cat([values.double(), torch.zeros(3, 2, dtype=c.dtype)])
-    coef = torch.linalg.solve(system, rhs).float()
-    pts = points.float()
-    return kernel(pts, ctrl.float()) @ coef[:k] + coef[k] + pts @ coef[k + 1:]
 
 
 # --------------------------------------------------------------------------------------------------------
