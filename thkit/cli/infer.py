@@ -1,72 +1,35 @@
-"""``thkit animate``, ``thkit eval`` and ``thkit demo`` (registered by :func:`add_commands`).
+"""``thkit animate``, ``thkit eval`` and ``thkit demo``.
 
 Heavy imports happen inside the commands, so registering them costs nothing.
 """
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-
-def _cfg_options_action():
-    from mmengine.config import DictAction
-
-    return DictAction
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", metavar="FILE",
-                   help="weights: a thkit checkpoint or an official one (FOMM, TPSMM, SMAC: detected automatically)")
-    p.add_argument("--random-weights", action="store_true",
-                   help="run an untrained model (smoke tests only; the output is meaningless)")
-    p.add_argument("--checkpoint-format", default="auto", help="format of --checkpoint: auto, thkit, fomm, tpsmm, smac")
-    p.add_argument("--trusted", action="store_true", help="allow unpickling arbitrary objects from --checkpoint")
-    p.add_argument("--cfg-options", nargs="+", action=_cfg_options_action(), metavar="KEY=VALUE",
-                   help="override recipe values")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="driving frames per forward pass (default: 1 on CPU, where batching does not pay and "
-                        "batch 1 is bit-identical to the per-frame forward; 8 on CUDA; see benchmarks/animate.py)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _set_threads(args) -> None:
-    if getattr(args, "threads", None) is not None:
-        import torch
-
-        from thkit.inference.errors import InferenceError
-
-        if args.threads < 1:
-            raise InferenceError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-
-
-def _batch_size(args, device) -> int:
-    from thkit.inference.stream import resolve_batch_size
-
-    return resolve_batch_size(args.batch_size, device)
+from thkit.cli._common import add_model_args, batch_size, console, set_threads
 
 
 def cmd_animate(args) -> int:
     from thkit.inference.animate import animate_video, load_model, motion_settings, resolve_device
 
     device = resolve_device(args.device)
-    _set_threads(args)
+    set_threads(args)
     model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
                             args.cfg_options, device, size=args.size)
     if args.random_weights:
         print("note: --random-weights: the model is untrained, the video shows noise-like output")
     mt = motion_settings(cfg, relative=args.relative, adapt_scale=args.adapt_scale,
                          relative_jacobian=args.relative_jacobian)
-    size = args.size or int(cfg.get("image_size", 256))
-    input_range = tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
+    size = model.meta["image_size"]
+    input_range = model.meta["input_range"]
     res = animate_video(
         model, args.source, args.driving, args.out, image_size=size, input_range=input_range,
         relative=mt["relative"], relative_jacobian=mt["relative_jacobian"],
         adapt_movement_scale=mt["adapt_movement_scale"], crop=args.crop, crop_scale=args.crop_scale,
         crop_frames=args.crop_frames, face_detector=args.face_detector, side_by_side=args.side_by_side,
-        audio=not args.no_audio, batch_size=_batch_size(args, device), device=device,
+        audio=not args.no_audio, batch_size=batch_size(args, device), device=device,
         progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf)
     mode = "relative" if mt["relative"] else "absolute"
     if mt["relative"]:
@@ -78,15 +41,62 @@ def cmd_animate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from thkit.inference.evaluate import run_eval_command
+    from thkit.inference.animate import load_model, motion_settings, resolve_device
+    from thkit.inference.errors import InferenceError, InputFileError
+    from thkit.inference.evaluate import build_metrics, evaluate, summarize, write_json
+    from thkit.metrics.report import results_table
 
-    return run_eval_command(args)
+    device = resolve_device(args.device)
+    set_threads(args)
+    if not Path(args.data).is_dir():
+        raise InputFileError(f"dataset folder {args.data} does not exist")
+    if args.protocol != "cross-id" and args.pairs:
+        raise InferenceError("--pairs is for --protocol cross-id")
+    model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
+                            args.cfg_options, device, size=args.size)
+    metrics, notes = build_metrics(args.metrics, args.protocol, device=device)
+    size = model.meta["image_size"]
+    input_range = model.meta["input_range"]
+    name = args.recipe or args.checkpoint
+    out = Path(args.out) if args.out else Path(f"eval_{Path(str(name).rstrip('/')).stem}_{args.protocol}.json")
+    summary = evaluate(model, args.data, args.protocol, metrics, size, input_range, split=args.split,
+                       motion=motion_settings(cfg), pairs=args.pairs, num_pairs=args.num_pairs, seed=args.seed,
+                       num_videos=args.num_videos, max_frames=args.max_frames, batch_size=batch_size(args, device),
+                       device=device, progress=not args.no_progress, save_videos=args.save_videos)
+    results = summarize(metrics)
+    meta = {"recipe": str(name), "checkpoint": str(args.checkpoint) if args.checkpoint else "random weights",
+            **summary, "notes": notes}
+    write_json({"meta": meta, "metrics": results}, out)  # the layout of thkit.metrics.report.write_json
+    con = console()
+    what = (f"{summary['items']} videos" if args.protocol == "reconstruction"
+            else f"{summary['items']} pairs" + (f" ({summary['pairs_skipped']} CSV rows not in the dataset)"
+                                                if summary["pairs_skipped"] else ""))
+    con.print(results_table(results, f"{name}: {args.protocol} on {args.data} ({what}, "
+                                     f"{summary['frames']} frames, {summary['seconds']:.1f} s)"))
+    for n in notes:
+        con.print(f"note: {n}", markup=False)
+    for mname, r in results.items():
+        if r.get("error"):
+            con.print(f"{mname}: could not be computed: {r['error']}", markup=False)
+        for w in r.get("warnings", []):
+            w = w[len(mname) + 2:] if w.startswith(f"{mname}: ") else w
+            con.print(f"warning: {mname}: {w}", markup=False)
+    if args.random_weights:
+        con.print("note: random weights (smoke test): the numbers say nothing about any method")
+    con.print(f"results written to {out}", markup=False)
+    return 0
 
 
 def cmd_demo(args) -> int:
-    from thkit.inference.demo import run_demo_command
+    from thkit.inference.demo import run_demo
 
-    return run_demo_command(args)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+    run_demo(args.out, minutes=args.minutes, recipe=args.recipe, size=args.size, device=args.device, seed=args.seed,
+             progress=not args.no_progress and sys.stderr.isatty(), console=console())
+    return 0
 
 
 def add_commands(subparsers) -> None:
@@ -97,11 +107,12 @@ def add_commands(subparsers) -> None:
                     "the driving video's frame rate, with its audio.  Weights come from --checkpoint (thkit or "
                     "official checkpoints); motion transfer defaults come from the recipe's motion_transfer.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a.add_argument("--recipe", required=True, help="recipe file or name (e.g. fomm/vox256)")
+    a.add_argument("--recipe", default=None,
+                   help="recipe name or file (e.g. fomm/vox256); not needed when --checkpoint is a model folder")
     a.add_argument("--source", required=True, help="source image (png, jpg, ...)")
     a.add_argument("--driving", required=True, help="driving video (anything PyAV decodes)")
     a.add_argument("--out", required=True, help="output video (.mp4, .mkv, .mov, .webm); replaced when it exists")
-    _add_model_args(a)
+    add_model_args(a)
     g = a.add_mutually_exclusive_group()
     g.add_argument("--relative", dest="relative", action="store_true", default=None,
                    help="relative motion: apply the driving keypoints' change since its first frame (default: recipe)")
@@ -133,7 +144,8 @@ def add_commands(subparsers) -> None:
                     "frame (FOMM's protocol; ground truth = the video).  cross-id: the first frame of one video is "
                     "animated by another video (pairs from --pairs CSV or a seeded sample).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    e.add_argument("recipe", help="recipe file or name")
+    e.add_argument("recipe", nargs="?", default=None,
+                   help="recipe name or file (not needed when --checkpoint is a model folder)")
     e.add_argument("--data", required=True, help="dataset root (root/test holds one video or frame folder per video)")
     e.add_argument("--split", default="test", help="sub-folder of --data to evaluate ('' for --data itself)")
     e.add_argument("--protocol", choices=("reconstruction", "cross-id"), default="reconstruction")
@@ -150,13 +162,9 @@ def add_commands(subparsers) -> None:
                         "recipe's image_size)")
     e.add_argument("--out", default=None, help="JSON file for the results (default: eval_<recipe>_<protocol>.json)")
     e.add_argument("--save-videos", default=None, metavar="DIR", help="also write the generated videos here")
-    _add_model_args(e)
+    add_model_args(e)
     e.set_defaults(func=cmd_eval)
 
-    import importlib.util
-
-    if importlib.util.find_spec("thkit.inference.demo") is None:
-        return
     d = subparsers.add_parser(
         "demo", help="offline end-to-end demo: synthetic data, a few minutes of CPU training, animation, metrics",
         description="Make the synthetic dataset, train a small model for a few minutes on the CPU, animate a real "

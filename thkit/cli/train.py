@@ -1,7 +1,9 @@
-"""``thkit train``: the command (argument parsing only; the work is in :mod:`thkit.engine.runner`)."""
+"""``thkit train`` (argument parsing only; the work is in :mod:`thkit.engine.runner`)."""
 from __future__ import annotations
 
 import sys
+
+from thkit.cli._common import add_cfg_options
 
 
 def cmd_train(args) -> int:
@@ -32,8 +34,6 @@ def _finish_distributed() -> None:
 
 
 def add_commands(sub) -> None:
-    from thkit.cli import _cfg_options_action
-
     t = sub.add_parser(
         "train", help="train a recipe (mmengine Runner: checkpoints, resume, DDP, logs, sample grids)",
         description="Train the model of RECIPE on its data with its losses, optimisers and schedule. Outputs in "
@@ -45,8 +45,7 @@ def add_commands(sub) -> None:
     t.add_argument("--work-dir", metavar="DIR", help="output folder (default: work_dirs/<method>_<variant>)")
     t.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue training: from CKPT, or without a value from the last checkpoint in the work dir")
-    t.add_argument("--cfg-options", nargs="+", action=_cfg_options_action(), metavar="KEY=VALUE",
-                   help="override recipe values, e.g. train_cfg.max_iters=100 train_dataloader.batch_size=8")
+    add_cfg_options(t, "override recipe values, e.g. train_cfg.max_iters=100 train_dataloader.batch_size=8")
     t.add_argument("--size", type=int, default=None, metavar="PX",
                    help="train at this image size; settings that depend on it follow (SMAC's token grid, the "
                         "perceptual pyramid scales that fit) (default: the recipe's image_size)")

@@ -1,7 +1,7 @@
 """Training on mmengine's Runner: ``thkit train RECIPE`` (see :mod:`thkit.engine.runner`).
 
-This package is imported by the ``thkit`` command line (for :mod:`thkit.engine.cli`), so importing it stays
-light: nothing here imports mmengine's Runner.  The registered engine parts (training model, optimiser
+Importing this package stays light (the ``thkit train`` command is in :mod:`thkit.cli.train`): nothing here
+imports mmengine's Runner.  The registered engine parts (training model, optimiser
 wrappers, sampler, loop, hooks) live in :mod:`thkit.engine.components`, which the engine registries of
 :mod:`thkit.registry` import on first use and :func:`thkit.engine.runner.build_runner` imports up front.
 """

@@ -20,6 +20,7 @@ import torch
 
 from thkit.errors import CheckpointError, ThkitError
 from thkit.inference.errors import InferenceError, InputFileError, existing_file
+from thkit.value_range import from_unit, to_unit
 
 Tensor = torch.Tensor
 
@@ -47,46 +48,42 @@ def resolve_device(name: str | None) -> torch.device:
     raise InferenceError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)")
 
 
-def load_model(recipe: str | os.PathLike, checkpoint: str | os.PathLike | None = None, random_weights: bool = False,
-               checkpoint_format: str = "auto", trusted: bool = False, cfg_options: dict | None = None,
-               device: torch.device | str = "cpu", seed: int = 0, size: int | None = None):
-    """Build a recipe's model in eval mode with weights from ``checkpoint`` (thkit or official, auto-detected).
+def load_model(recipe: str | os.PathLike | None, checkpoint: str | os.PathLike | None = None,
+               random_weights: bool = False, checkpoint_format: str = "auto", trusted: bool = False,
+               cfg_options: dict | None = None, device: torch.device | str = "cpu", seed: int = 0,
+               size: int | None = None):
+    """:func:`thkit.api.create_model` for the commands: a recipe (or a model folder as ``recipe`` or
+    ``checkpoint``) with weights, in eval mode.  Returns ``(model, cfg)``.
 
-    ``size``: build it for this input size (the recipe's size-dependent settings follow, see
-    :func:`thkit.recipe.size_options`); default: the recipe's ``image_size``.
-
-    Without a checkpoint, ``random_weights=True`` must be given (smoke tests): a model is never silently left
-    with random weights.  Returns ``(model, cfg)``.
+    Without a checkpoint (and not a model folder), ``random_weights=True`` must be given (smoke tests): a model
+    is never silently left with random weights.
     """
-    from thkit.builder import build_model
-    from thkit.checkpoint import load_into
-    from thkit.plugins import load_plugins
-    from thkit.recipe import load_recipe
+    from thkit.api import create_model
+    from thkit.model_folder import is_model_folder
 
-    if checkpoint is None and not random_weights:
-        raise InferenceError("no weights: pass --checkpoint FILE (a thkit checkpoint or an official one), or "
-                             "--random-weights for a smoke test with an untrained model")
-    if checkpoint is not None and random_weights:
-        raise InferenceError("--checkpoint and --random-weights exclude each other")
-    if checkpoint is not None and not Path(checkpoint).is_file():
+    if recipe is None:
+        if checkpoint is None or not is_model_folder(checkpoint):
+            raise InferenceError("no recipe: pass --recipe NAME, or --checkpoint with a model folder (which holds "
+                                 "its recipe)")
+        recipe, checkpoint = checkpoint, None
+    folder = is_model_folder(recipe)
+    if checkpoint is None and not random_weights and not folder:
+        raise InferenceError("no weights: pass --checkpoint (a model folder, a thkit checkpoint or an official one), "
+                             "or --random-weights for a smoke test with an untrained model")
+    if (checkpoint is not None or folder) and random_weights:
+        raise InferenceError("--checkpoint (or a model folder) and --random-weights exclude each other")
+    if checkpoint is not None and not Path(checkpoint).exists():
         raise InputFileError(f"checkpoint {checkpoint} does not exist")
-    cfg = load_recipe(recipe, cfg_options, size=size)
-    load_plugins()
     torch.manual_seed(seed)
-    model = build_model(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else cfg.model)
-    if checkpoint is not None:
-        try:
-            load_into(model, checkpoint, fmt=checkpoint_format, trusted=trusted)
-        except CheckpointError as e:
-            hint = ("; the position embeddings' token count follows the image size: pass --size with the size "
-                    "it was trained at") if "position_emb" in str(e) else ""
-            raise CheckpointError(f"checkpoint {checkpoint} does not fit recipe {recipe}: {e}{hint}") from e
-        except ThkitError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a converter tripping over a foreign file
-            raise CheckpointError(f"checkpoint {checkpoint} does not fit recipe {recipe}: "
-                                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-    return model.to(device).eval(), cfg
+    try:
+        model = create_model(recipe, size=size, checkpoint=checkpoint, cfg_options=cfg_options, device=device,
+                             checkpoint_format=checkpoint_format, trusted=trusted)
+    except ThkitError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a converter tripping over a foreign file
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit recipe {recipe}: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    return model, model.recipe
 
 
 def motion_settings(cfg, relative: bool | None = None, adapt_scale: bool | None = None,
@@ -135,16 +132,6 @@ def _to_uint8(x: Tensor) -> np.ndarray:
     """(B, 3, H, W) or (3, H, W) float in [0, 1] -> (B, H, W, 3) / (H, W, 3) uint8 (rounded, clipped)."""
     x = x.detach().float().clamp(0, 1).mul(255).round_().to(torch.uint8)
     return x.movedim(-3, -1).cpu().numpy()
-
-
-def _from_model_range(x: Tensor, input_range: tuple[float, float]) -> Tensor:
-    lo, hi = input_range
-    return x if (lo, hi) == (0.0, 1.0) else (x - lo) / (hi - lo)
-
-
-def _to_model_range(x: Tensor, input_range: tuple[float, float]) -> Tensor:
-    lo, hi = input_range
-    return x if (lo, hi) == (0.0, 1.0) else x * (hi - lo) + lo
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -247,7 +234,7 @@ def animate_video(
     t0 = time.perf_counter()
     count = 0
     try:
-        animator.set_source(_to_model_range(src_unit, input_range).unsqueeze(0).to(device))
+        animator.set_source(from_unit(src_unit, input_range).unsqueeze(0).to(device))
         reader = BackgroundIterator(map_frames(prep, iter_frames(driving, max_frames, what="driving video")),
                                     maxsize=qsize, name="thkit-reader")
         batch: list[Tensor] = []
@@ -255,8 +242,8 @@ def animate_video(
         def flush() -> None:
             nonlocal count
             drv = torch.stack(batch).to(device, non_blocking=pin)
-            pred = animator.step(_to_model_range(drv, input_range))
-            res = _to_uint8(_from_model_range(pred, input_range))
+            pred = animator.step(from_unit(drv, input_range))
+            res = _to_uint8(to_unit(pred, input_range))
             drv_u8 = _to_uint8(drv) if side_by_side else None
             for i in range(len(batch)):
                 frame = np.concatenate([src_u8, drv_u8[i], res[i]], axis=1) if side_by_side else res[i]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import torch
 
 from thkit.inference.errors import InferenceError
 
-__all__ = ["carphone_path", "astronaut", "run_demo", "run_demo_command"]
+__all__ = ["carphone_path", "astronaut", "run_demo"]
 
 DEMO_METRICS = ("L1", "PSNR", "SSIM")
 
@@ -211,14 +210,3 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
                     ("loss curves", curves), ("metrics table", table), ("trained weights", weights)):
         console.print(f"  {what:<40} {p}", markup=False)
     return paths
-
-
-def run_demo_command(args) -> int:
-    """``thkit demo`` (arguments from :mod:`thkit.inference.cli`)."""
-    from thkit.cli import _console
-
-    if getattr(args, "threads", None):
-        torch.set_num_threads(int(args.threads))
-    run_demo(args.out, minutes=args.minutes, recipe=args.recipe, size=args.size, device=args.device, seed=args.seed,
-             progress=not args.no_progress and sys.stderr.isatty(), console=_console())
-    return 0

@@ -36,11 +36,12 @@ import torch
 
 from thkit.errors import ThkitError, suggest
 from thkit.inference.errors import InferenceError, InputFileError, MetricSetupError
+from thkit.value_range import from_unit, to_unit
 
 Tensor = torch.Tensor
 
 __all__ = ["PROTOCOLS", "METRIC_ORDER", "parse_metric_spec", "build_metrics", "sample_pairs", "read_pairs",
-           "evaluate", "summarize", "write_json", "run_eval_command"]
+           "evaluate", "summarize", "write_json"]
 
 PROTOCOLS = ("reconstruction", "cross-id")
 #: report order of the field's metrics (others follow alphabetically)
@@ -320,7 +321,7 @@ def evaluate(model: torch.nn.Module, data: str | os.PathLike, protocol: str, met
     try:
         for s_vid, s_frame, d_vid in jobs:
             src = _frame(ds.paths[s_vid], s_frame, image_size).unsqueeze(0)
-            animator.set_source((src * (hi - lo) + lo).to(device))
+            animator.set_source(from_unit(src, (lo, hi)).to(device))
             label = ds.names[d_vid] if protocol == "reconstruction" else f"{ds.names[s_vid]}->{ds.names[d_vid]}"
             writer = None
             if save_dir is not None:
@@ -330,8 +331,8 @@ def evaluate(model: torch.nn.Module, data: str | os.PathLike, protocol: str, met
                 writer = VideoWriter(save_dir / f"{safe}.mp4", fps, image_size, image_size)
             try:
                 for drv in _frame_batches(ds.paths[d_vid], image_size, batch_size, ds.frame_counts[d_vid]):
-                    pred = animator.step((drv * (hi - lo) + lo).to(device))
-                    pred01 = ((pred - lo) / (hi - lo)).clamp(0, 1)
+                    pred = animator.step(from_unit(drv, (lo, hi)).to(device))
+                    pred01 = to_unit(pred, (lo, hi)).clamp(0, 1)
                     drv = drv.to(device)
                     for m in metrics.values():
                         m.update(pred01, drv, source=src.to(device), video=label)
@@ -391,50 +392,3 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     path = atomic_write(path, lambda f: f.write(text), mode="w")
     _default_permissions(path)
     return path
-
-
-def run_eval_command(args) -> int:
-    """``thkit eval`` (arguments from :mod:`thkit.inference.cli`)."""
-    from thkit.cli import _console
-    from thkit.inference.animate import load_model, motion_settings, resolve_device
-    from thkit.inference.cli import _batch_size, _set_threads
-    from thkit.metrics.report import results_table
-
-    device = resolve_device(args.device)
-    _set_threads(args)
-    if not Path(args.data).is_dir():
-        raise InputFileError(f"dataset folder {args.data} does not exist")
-    if args.protocol != "cross-id" and args.pairs:
-        raise InferenceError("--pairs is for --protocol cross-id")
-    model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
-                            args.cfg_options, device, size=args.size)
-    metrics, notes = build_metrics(args.metrics, args.protocol, device=device)
-    size = args.size or int(cfg.get("image_size", 256))
-    input_range = tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
-    out = Path(args.out) if args.out else Path(f"eval_{Path(str(args.recipe)).stem}_{args.protocol}.json")
-    summary = evaluate(model, args.data, args.protocol, metrics, size, input_range, split=args.split,
-                       motion=motion_settings(cfg), pairs=args.pairs, num_pairs=args.num_pairs, seed=args.seed,
-                       num_videos=args.num_videos, max_frames=args.max_frames, batch_size=_batch_size(args, device),
-                       device=device, progress=not args.no_progress, save_videos=args.save_videos)
-    results = summarize(metrics)
-    meta = {"recipe": str(args.recipe), "checkpoint": str(args.checkpoint) if args.checkpoint else "random weights",
-            **summary, "notes": notes}
-    write_json({"meta": meta, "metrics": results}, out)  # the layout of thkit.metrics.report.write_json
-    console = _console()
-    what = (f"{summary['items']} videos" if args.protocol == "reconstruction"
-            else f"{summary['items']} pairs" + (f" ({summary['pairs_skipped']} CSV rows not in the dataset)"
-                                                if summary["pairs_skipped"] else ""))
-    console.print(results_table(results, f"{args.recipe}: {args.protocol} on {args.data} ({what}, "
-                                         f"{summary['frames']} frames, {summary['seconds']:.1f} s)"))
-    for n in notes:
-        console.print(f"note: {n}", markup=False)
-    for name, r in results.items():
-        if r.get("error"):
-            console.print(f"{name}: could not be computed: {r['error']}", markup=False)
-        for w in r.get("warnings", []):
-            w = w[len(name) + 2:] if w.startswith(f"{name}: ") else w
-            console.print(f"warning: {name}: {w}", markup=False)
-    if args.random_weights:
-        console.print("note: random weights (smoke test): the numbers say nothing about any method")
-    console.print(f"results written to {out}", markup=False)
-    return 0

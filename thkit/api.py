@@ -1,0 +1,244 @@
+"""The Python front door: build any model by name, list them, convert official weights, animate.
+
+Like timm's ``create_model``, one call gives a ready model::
+
+    import thkit
+
+    thkit.list_models("smac/*")                       # recipe names, built-in and plugins'
+    model = thkit.create_model("fomm/vox256", checkpoint="vox-cpk.pth.tar")   # official file, detected
+    model = thkit.create_model("fomm_vox/")            # a model folder: recipe, size and weights inside
+    frames = thkit.animate("face.png", "driving.mp4", model)                  # (T, H, W, 3) uint8
+    thkit.animate("face.png", "driving.mp4", model, out="result.mp4")        # a video file
+
+Every command of the CLI and every benchmark goes through :func:`create_model`: recipe (or model folder) ->
+plugins -> build -> weights exists only here.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thkit.errors import CheckpointError, RecipeError
+from thkit.recipe import recipe_index, recipe_summary
+
+__all__ = ["animate", "build_parts", "convert", "create_model", "list_models", "load_recipe", "model_info"]
+
+
+def list_models(pattern: str | None = None, *, with_summary: bool = False) -> list[str] | list[tuple[str, str]]:
+    """Recipe names (``fomm/vox256``), built-in and plugins', optionally filtered by a glob ``pattern``
+    (``'smac/*'``); ``with_summary=True`` pairs each with the recipe's first comment line."""
+    index = recipe_index()
+    names = sorted(n for n in index if pattern is None or fnmatch.fnmatch(n, pattern))
+    if with_summary:
+        return [(n, recipe_summary(index[n][0])) for n in names]
+    return names
+
+
+def load_recipe(name_or_path: str | os.PathLike, cfg_options: Mapping[str, Any] | None = None,
+                size: int | None = None):
+    """The resolved recipe (an mmengine ``Config``) of a recipe name, a recipe file or a model folder.
+
+    ``size``: the recipe at another image size (parts that depend on it follow); ``cfg_options``: overrides
+    (``{'model.motion.num_kp': 15}``).  A model folder's ``recipe.json`` is read as data, never executed.
+    """
+    from thkit.model_folder import is_model_folder, read_recipe
+    from thkit.recipe import load_recipe as _load
+
+    if is_model_folder(name_or_path):
+        cfg, meta = read_recipe(name_or_path)
+        if size is not None:
+            cfg.merge_from_dict({"image_size": int(size)})
+        if cfg_options:
+            cfg.merge_from_dict(dict(cfg_options))
+        return cfg
+    return _load(name_or_path, dict(cfg_options) if cfg_options else None, size=size)
+
+
+def _plain(x: Any) -> Any:
+    return x.to_dict() if hasattr(x, "to_dict") else x
+
+
+def build_parts(cfg, names: tuple[str, ...] = ()) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
+    """Build ``cfg.model`` and the training networks named in ``names`` that the recipe defines (e.g.
+    ``('discriminator',)``), after loading plugins.  Returns ``(model, {name: network})``."""
+    from thkit.builder import build, build_model
+    from thkit.plugins import load_plugins
+
+    load_plugins()
+    model = build_model(_plain(cfg.model))
+    extra = {}
+    for name in names:
+        if cfg.get(name):
+            extra[name] = build(name, _plain(cfg[name]), path=name)
+    return model, extra
+
+
+def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
+                 checkpoint: str | os.PathLike | None = None, cfg_options: Mapping[str, Any] | None = None,
+                 device: str | torch.device | None = None, checkpoint_format: str = "auto", trusted: bool = False,
+                 extra: tuple[str, ...] = ()) -> torch.nn.Module:
+    """A model from a recipe name (``'smac/vox256'``), a recipe file, or a model folder, in eval mode.
+
+    Args:
+        name_or_path: recipe name, recipe ``.py`` file, or model folder (recipe, size and weights inside).
+        size: image size (default: the recipe's or the folder's).
+        checkpoint: weights: a model folder, a thkit checkpoint, or an official checkpoint (its method is
+            detected by the registered converters; ``checkpoint_format`` names it instead).  Without it a
+            recipe's model has random weights (as timm's ``pretrained=False``); a folder's own weights load.
+        cfg_options: recipe overrides, ``{'model.motion.num_kp': 15}``.
+        device: where to put the model (default: CPU).
+        trusted: allow unpickling a legacy checkpoint that holds Python objects.
+        extra: training networks to build and load too (``('discriminator',)``): then ``model.extra`` holds them.
+
+    The model carries ``model.recipe`` (the resolved Config) and ``model.meta`` (``image_size``,
+    ``input_range``, ``weights``: where its weights came from or ``None``).
+    """
+    from thkit.checkpoint import load_into
+    from thkit.model_folder import is_model_folder, read_recipe
+
+    folder_meta: dict[str, Any] = {}
+    if is_model_folder(name_or_path):
+        cfg, folder_meta = read_recipe(name_or_path)
+        if size is not None:
+            cfg.merge_from_dict({"image_size": int(size)})
+        if cfg_options:
+            cfg.merge_from_dict(dict(cfg_options))
+        weights = checkpoint if checkpoint is not None else name_or_path
+    else:
+        if checkpoint is not None and is_model_folder(checkpoint) and name_or_path is None:
+            return create_model(checkpoint, size=size, cfg_options=cfg_options, device=device, extra=extra)
+        cfg = load_recipe(name_or_path, cfg_options, size)
+        weights = checkpoint
+    if weights is not None and not Path(weights).exists():
+        raise CheckpointError(f"checkpoint {weights} does not exist")
+    model, nets = build_parts(cfg, extra)
+    if weights is not None:
+        try:
+            load_into(model, weights, fmt=checkpoint_format, trusted=trusted, extra=nets)
+        except CheckpointError as e:
+            where = folder_meta.get("image_size")
+            hint = "" if where is None else f" (the folder was written at image size {where})"
+            raise CheckpointError(f"checkpoint {weights} does not fit {name_or_path}{hint}: {e}") from e
+    model.recipe = cfg
+    model.meta = {"image_size": int(cfg.get("image_size", 256)),
+                  "input_range": tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0))),
+                  "weights": None if weights is None else str(weights), **{k: v for k, v in folder_meta.items()
+                                                                            if k not in ("image_size", "input_range")}}
+    if nets:
+        model.extra = nets
+    model = model.eval()
+    return model.to(device) if device is not None else model
+
+
+def model_info(model: torch.nn.Module) -> dict[str, Any]:
+    """``model.meta`` of a model from :func:`create_model` (image size, input range, weights)."""
+    meta = getattr(model, "meta", None)
+    if meta is None:
+        raise RecipeError("", "this model was not made by thkit.create_model (it has no .meta)")
+    return meta
+
+
+def convert(sources: str | os.PathLike | list, output: str | os.PathLike, *, method: str = "auto",
+            config: str | os.PathLike | Mapping[str, Any] | None = None, recipe: str | os.PathLike | None = None,
+            patches: Mapping[str, Any] | None = None, trusted: bool = False, **options: Any) -> Path:
+    """Convert official checkpoint file(s) into a model folder (``model.safetensors`` + ``recipe.json`` +
+    ``meta.json``) that :func:`create_model` loads with no recipe.
+
+    The recipe comes from ``config`` (the official yaml file or its dict, mapped by the converter's
+    ``recipe_from_official`` to the same widths) or from ``recipe`` (a thkit recipe name or file).  The model is
+    built and the weights loaded strictly before anything is written.  ``options`` go to the converter (SMAC:
+    ``use_ema=False``).
+    """
+    from thkit.checkpoint import load_state_dict_strict, read_official
+    from thkit.convert import get_converter
+    from thkit.model_folder import plain, save_model_folder
+
+    files = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    method, sds, meta = read_official(files, method, trusted, **options)
+    if (config is None) == (recipe is None):
+        raise RecipeError("", "a model folder needs its recipe: pass the official configuration (--config "
+                              "vox-256.yaml) or a thkit recipe (--recipe fomm/vox256), one of them")
+    if config is not None:
+        if not isinstance(config, Mapping):
+            import yaml
+
+            path = Path(config)
+            if not path.is_file():
+                raise RecipeError("", f"official configuration {config} does not exist")
+            config = yaml.safe_load(path.read_text())
+        rec = get_converter(method).recipe_from_official(config, patches)
+        from mmengine.config import Config
+
+        cfg = Config(plain(rec))
+        meta["recipe_from"] = "official configuration"
+    else:
+        cfg = load_recipe(recipe)
+        meta["recipe_from"] = str(recipe)
+    model, nets = build_parts(cfg, tuple(k for k in sds if k != "model"))
+    load_state_dict_strict(model, sds["model"], "model")
+    for name, net in nets.items():
+        load_state_dict_strict(net, sds[name], name)
+    sds = {k: v for k, v in sds.items() if k == "model" or k in nets}
+    return save_model_folder(output, sds, cfg.to_dict(), meta)
+
+
+def _frames_of(driving: Any, max_frames: int | None) -> Any:
+    from thkit.inference.video import iter_frames
+
+    if isinstance(driving, (str, os.PathLike)):
+        return iter_frames(driving, max_frames, what="driving video")
+    arr = driving.detach().cpu().numpy() if isinstance(driving, torch.Tensor) else np.asarray(driving)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise RecipeError("", f"driving frames must be a video file or a (T, H, W, 3) uint8 array, got "
+                              f"{arr.dtype} {tuple(arr.shape)}")
+    return iter(arr[:max_frames] if max_frames else arr)
+
+
+def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None = None, *,
+            size: int | None = None, relative: bool | None = None, adapt_movement_scale: bool | None = None,
+            relative_jacobian: bool | None = None, device: str | torch.device | None = None,
+            batch_size: int | None = None, max_frames: int | None = None, progress: bool = False, **options: Any):
+    """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with ``driving`` (a video file, or
+    (T, H, W, 3) uint8 frames) by ``model`` (a :func:`create_model` model, or what it takes: a recipe name or a
+    model folder).
+
+    Without ``out``: returns the frames, ``(T, size, size, 3)`` uint8.  With ``out``: writes a video (the
+    driving video's frame rate and audio; ``options`` are :func:`thkit.inference.animate.animate_video`'s:
+    ``crop``, ``side_by_side``, ``audio``, ``crf``, ...) and returns its
+    :class:`~thkit.inference.animate.AnimateResult`.  Motion transfer defaults come from the recipe.
+    """
+    from thkit.inference.animate import _prepare, _to_uint8, animate_video, motion_settings, read_image
+    from thkit.inference.stream import StreamingAnimator, resolve_batch_size
+    from thkit.value_range import from_unit, to_unit
+
+    if not isinstance(model, torch.nn.Module):
+        model = create_model(model, size=size, device=device)
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    model = model.to(dev).eval()
+    cfg = getattr(model, "recipe", None) or {}
+    size = int(size or (cfg.get("image_size") if cfg else None) or 256)
+    input_range = tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
+    mt = motion_settings(cfg, relative=relative, adapt_scale=adapt_movement_scale,
+                         relative_jacobian=relative_jacobian)
+    if out is not None:
+        if not isinstance(driving, (str, os.PathLike)):
+            raise RecipeError("", "animate(..., out=...) reads the driving video from a file; pass a path")
+        return animate_video(model, source, driving, out, image_size=size, input_range=input_range,
+                             device=dev, batch_size=batch_size, progress=progress, max_frames=max_frames,
+                             **mt, **options)
+    if options:
+        raise TypeError(f"animate() without out= takes no video options ({', '.join(options)})")
+    src = read_image(source) if isinstance(source, (str, os.PathLike)) else np.ascontiguousarray(source)
+    anim = StreamingAnimator(model, batch_size=resolve_batch_size(batch_size, dev), **mt)
+    anim.set_source(from_unit(_prepare(src, None, size), input_range).unsqueeze(0).to(dev))
+    frames = (from_unit(_prepare(f, None, size), input_range).to(dev) for f in _frames_of(driving, max_frames))
+    res = [_to_uint8(to_unit(p, input_range)) for p in anim.run(frames)]
+    return np.stack(res) if res else np.zeros((0, size, size, 3), np.uint8)
