@@ -4,7 +4,8 @@ Layout (as AliaksandrSiarohin/video-preprocessing writes it)::
 
     root/train/<video>        one entry per video, either
     root/test/<video>           - a folder of frame images (png/jpg, any sortable names: 0000000.png ...),
-                                - a video file read with PyAV (.mp4, .avi, .mov, .mkv, .webm, .gif),
+                                - a video file read with PyAV (.mp4, .avi, .mov, .mkv, .webm, .gif; through
+                                  :mod:`thkit.video`, the one module that decodes and encodes videos),
                                 - or one image holding the frames side by side (FOMM's concatenated png).
     root/ground_truth.json    optional, written by ``thkit data synth``: per-frame landmarks
 
@@ -39,8 +40,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from thkit.errors import ThkitError
+from thkit.inference.errors import InputFileError
 from thkit.registry import DATASETS, TRANSFORMS
 from thkit.value_range import from_unit
+from thkit.video import as_uint8_frames, count_frames, iter_frames, write_video
 
 Tensor = torch.Tensor
 
@@ -168,56 +171,25 @@ class ConcatImageSource(VideoSource):
 
 
 class AVSource(VideoSource):
-    """A video file decoded with PyAV (any container/codec its bundled FFmpeg reads)."""
+    """A video file decoded with PyAV through :mod:`thkit.video` (any container/codec its FFmpeg reads)."""
 
     def __init__(self, path):
         super().__init__(path)
-        self._n = self._probe()
+        self._n = self._av(count_frames, self.path)
 
-    def _open(self):
-        import av
-
+    def _av(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` with :mod:`thkit.video`'s errors as this dataset's :class:`VideoReadError`."""
         try:
-            return av.open(str(self.path))
-        except Exception as e:  # noqa: BLE001 - av raises many error types
-            raise self._error(str(e).strip() or type(e).__name__) from e
-
-    def _probe(self) -> int:
-        with self._open() as c:
-            if not c.streams.video:
-                raise self._error("no video stream")
-            stream = c.streams.video[0]
-            n = int(stream.frames or 0)
-            if n <= 0:  # container has no frame count: count packets (no decoding)
-                try:
-                    n = sum(1 for p in c.demux(stream) if p.size)
-                except Exception as e:  # noqa: BLE001
-                    raise self._error(str(e)) from e
-        if n <= 0:
-            raise self._error("no frames")
-        return n
+            return fn(*args, **kwargs)
+        except InputFileError as e:  # VideoDecodeError included
+            raise VideoReadError(str(e)) from e
 
     def __len__(self) -> int:
         return self._n
 
     def decode(self, stop: int | None = None) -> np.ndarray:
         """The first ``stop`` frames (all when None) as (n, H, W, 3) uint8."""
-        frames = []
-        try:
-            with self._open() as c:
-                stream = c.streams.video[0]
-                stream.thread_type = "AUTO"
-                for frame in c.decode(stream):
-                    frames.append(np.ascontiguousarray(frame.to_ndarray(format="rgb24")))
-                    if stop is not None and len(frames) >= stop:
-                        break
-        except VideoReadError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise self._error(str(e).strip() or type(e).__name__) from e
-        if not frames:
-            raise self._error("no frame could be decoded")
-        return _stack(frames, self)
+        return _stack(self._av(lambda: list(iter_frames(self.path, max_frames=stop))), self)
 
     def read(self, indices):
         idx = self._check(indices)
@@ -257,61 +229,16 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     return open_video(path).read_all()
 
 
-def write_video(
-    path: str | os.PathLike,
-    frames: np.ndarray | Tensor,
-    fps: float = 25.0,
-    crf: int = 15,
-    codec: str = "libx264",
-    pix_fmt: str = "yuv420p",
-) -> Path:
-    """Write (T, H, W, 3) uint8 RGB frames with PyAV.
-
-    Defaults give a viewable H.264 mp4 (yuv420p, even sizes required by the codec).  ``codec='libx264rgb',
-    pix_fmt='rgb24', crf=0`` writes a bit-exact file.
-    """
-    import av
-
-    frames = _as_uint8_frames(frames)
-    t, h, w, _ = frames.shape
-    if pix_fmt == "yuv420p" and (h % 2 or w % 2):
-        raise ThkitError(f"write_video {path}: yuv420p needs even frame sizes, got {w}x{h}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from fractions import Fraction
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        stream.options = {"crf": str(crf)}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def write_frames(folder: str | os.PathLike, frames: np.ndarray | Tensor, digits: int = 7, compress_level: int = 1) -> Path:
+def write_frames(folder: str | os.PathLike, frames: np.ndarray | Tensor, digits: int = 7,
+                 compress_level: int = 1) -> Path:
     """Write (T, H, W, 3) uint8 frames as ``folder/0000000.png ...`` (VoxCeleb png layout)."""
     from PIL import Image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(_as_uint8_frames(frames)):
+    for i, f in enumerate(as_uint8_frames(frames)):
         Image.fromarray(f).save(folder / f"{i:0{digits}d}.png", compress_level=compress_level)
     return folder
-
-
-def _as_uint8_frames(frames) -> np.ndarray:
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu().numpy()
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ThkitError(f"expected frames of shape (T, H, W, 3), got {tuple(frames.shape)}")
-    if frames.dtype != np.uint8:
-        frames = np.clip(np.rint(frames.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(frames)
 
 
 def list_videos(folder: str | os.PathLike) -> list[Path]:
@@ -343,7 +270,8 @@ def resize(x: Tensor, image_size: tuple[int, int] | None) -> Tensor:
     return F.interpolate(x, size=tuple(image_size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
 
 
-def pixels_to_normalized(points: np.ndarray | Tensor, src_size: tuple[int, int], dst_size: tuple[int, int] | None = None) -> Tensor:
+def pixels_to_normalized(points: np.ndarray | Tensor, src_size: tuple[int, int],
+                         dst_size: tuple[int, int] | None = None) -> Tensor:
     """Pixel (x, y) coordinates (pixel centres at integers) in an image of ``src_size`` (h, w) to thkit's
     keypoint coordinates of the (resized) image of ``dst_size``: ``2 x / (w - 1) - 1`` (the convention of
     :func:`thkit.layers.grid.make_coordinate_grid`).  Resizing maps pixel centres ``(x + 0.5) w'/w - 0.5``.
@@ -452,7 +380,8 @@ class FramesDataset(Dataset):
         self._cache: tuple[int, np.ndarray] | None = None
         self.ground_truth_meta: dict[str, Any] = {}
         self.ground_truth = self._load_ground_truth(ground_truth)
-        if isinstance(augmentation, dict) and "flip_pairs" not in augmentation and self.ground_truth_meta.get("flip_pairs"):
+        if (isinstance(augmentation, dict) and "flip_pairs" not in augmentation
+                and self.ground_truth_meta.get("flip_pairs")):
             # a flip exchanges left and right landmarks: take the pairs from the ground truth
             augmentation = dict(augmentation, flip_pairs=self.ground_truth_meta["flip_pairs"])
         self.augmentation = _build_augmentation(augmentation)
