@@ -16,9 +16,17 @@ Data conventions (the same as the FOMM family's official code, so converted weig
 * occlusion maps are ``(B, 1, h, w)`` in ``[0, 1]`` (1 = visible in the source), given as a list ordered
   coarse to fine;
 * encoder features are a list ordered **fine to coarse** (increasing stride, as timm's ``features_only``).
+
+Optional hooks are declared on the base classes with their defaults (``MotionEstimator.prepare_source``,
+``Compensator.warps_features``, ``CodeAllocation.codes``, ``Discriminator.uses_keypoints``,
+``Part.loss_inputs``).  Generic code calls them through the helpers at the end of this module
+(:func:`prepare_source`, :func:`warps_features`, :func:`allocation_codes`, :func:`discriminate`,
+:func:`loss_inputs`), which use the default for a plugin part that does not subclass the base and lacks
+the hook.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +46,12 @@ class Part(nn.Module):
     #: keys the main call must return (for dict-returning kinds)
     contract_outputs: tuple[str, ...] = ()
 
+    def loss_inputs(self) -> dict[str, Any]:
+        """Extra entries this part offers the training losses' namespace (:mod:`thkit.losses.bundle`), e.g. a
+        sub-network a loss runs again on other inputs.  The trainer merges those of the generator and of its
+        direct parts; a key the step already has is not replaced.  Default: none."""
+        return {}
+
 
 class KeypointDetector(Part):
     """``forward(image) -> {'value': (B, K, 2), 'jacobian'?: (B, K, 2, 2)}``; ``num_kp`` = K."""
@@ -53,14 +67,20 @@ class MotionEstimator(Part):
     empty when the estimator predicts no occlusion).  Extra keys (masks, sparse motions, heatmaps) are kept
     in the model output for losses and visualisation.
 
-    Optional: ``prepare_source(source, kp_source) -> dict`` returns what depends on the source only (e.g. the
-    downsampled source); :class:`~thkit.models.talking_head.TalkingHeadModel` then computes it once per
-    source in ``encode_source`` and passes it back as ``forward(..., source_cache=...)`` (it may have batch 1
-    for a batch of driving keypoints).  Estimators without it are called without ``source_cache``.
+    Optional hook :meth:`prepare_source`.
     """
 
     contract_attrs = ("forward",)
     contract_outputs = ("deformation", "occlusion_map")
+
+    def prepare_source(self, source: Tensor, kp_source: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+        """What depends on the source only (e.g. the downsampled source), or ``None`` (the default).
+
+        When it returns a dict, :class:`~thkit.models.talking_head.TalkingHeadModel` computes it once per
+        source in ``encode_source`` and passes it back as ``forward(..., source_cache=...)`` (it may have batch
+        1 for a batch of driving keypoints); otherwise the estimator is called without ``source_cache``.
+        """
+        return None
 
 
 class Warper(Part):
@@ -103,9 +123,16 @@ class Decoder(Part):
 
 
 class Discriminator(Part):
-    """``forward(image, kp=None) -> {'feature_maps': list[Tensor], 'prediction_map': Tensor}`` per scale."""
+    """``forward(image, kp=None) -> {'feature_maps': list[Tensor], 'prediction_map': Tensor}`` per scale.
+
+    ``uses_keypoints``: the discriminator is conditioned on the driving keypoints and is called as
+    ``forward(image, kp=keypoints)``; otherwise (the default) as ``forward(image)``.  Call it through
+    :func:`discriminate`.
+    """
 
     contract_attrs = ("forward",)
+    #: ``forward`` takes the (detached) driving keypoints as ``kp=``
+    uses_keypoints: bool = False
 
 
 class Codebook(Part):
@@ -116,10 +143,18 @@ class Codebook(Part):
 
 
 class CodeAllocation:
-    """Which code indices each scale may use: ``indices(scale, num_scales, num_codes) -> LongTensor``."""
+    """Which code indices each scale may use: ``indices(scale, num_scales, num_codes) -> LongTensor``.
+
+    Optional hook :meth:`codes`: the same selection in the form the codebook takes most cheaply.
+    """
 
     contract_attrs = ("indices",)
     contract_outputs: tuple[str, ...] = ()
+
+    def codes(self, scale: int, num_scales: int, num_codes: int) -> Any:
+        """The codes of ``scale`` as a codebook's ``codes=`` argument (default: :meth:`indices`; contiguous
+        allocations return a ``slice``, which a codebook can use as a view)."""
+        return self.indices(scale, num_scales, num_codes)
 
 
 class AttentionBackend:
@@ -198,3 +233,69 @@ def check_output(kind: str, out: Any, where: str = "") -> None:
             f"{where + ': ' if where else ''}output of a {kind!r} part lacks {', '.join(missing)} "
             f"(has {', '.join(map(str, out)) or 'nothing'})"
         )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# optional hooks: one call each, with the base class's default for a plugin part that lacks the hook
+# ---------------------------------------------------------------------------------------------------------
+def _declared(part: Any) -> Any:
+    """The module that declares a part's hooks: ``part`` itself or, inside a data-parallel wrapper, the
+    wrapped module (the wrapper is still what gets called)."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    while isinstance(part, (DataParallel, DistributedDataParallel)):
+        part = part.module
+    return part
+
+
+def _hook(part: Any, base: type, name: str) -> Any:
+    """``part.name`` when the part has it, else ``base``'s default (a method is bound to ``part``)."""
+    part = _declared(part)
+    if hasattr(part, name):
+        return getattr(part, name)
+    default = inspect.getattr_static(base, name)
+    return default.__get__(part, type(part)) if inspect.isfunction(default) else default
+
+
+def prepare_source(motion: Any, source: Tensor, kp_source: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+    """``motion.prepare_source(source, kp_source)`` (:meth:`MotionEstimator.prepare_source`; default ``None``)."""
+    return _hook(motion, MotionEstimator, "prepare_source")(source, kp_source)
+
+
+def warps_features(compensator: Any) -> bool:
+    """Whether ``compensator`` warps the raw features itself (:attr:`Compensator.warps_features`; default
+    ``False``; ``None``, no compensator, does not)."""
+    return compensator is not None and bool(_hook(compensator, Compensator, "warps_features"))
+
+
+def allocation_codes(allocation: Any, scale: int, num_scales: int, num_codes: int) -> Any:
+    """The codes ``allocation`` gives ``scale`` (:meth:`CodeAllocation.codes`; default its ``indices``)."""
+    return _hook(allocation, CodeAllocation, "codes")(scale, num_scales, num_codes)
+
+
+def uses_keypoints(discriminator: Any) -> bool:
+    """Whether ``discriminator`` takes the driving keypoints (:attr:`Discriminator.uses_keypoints`)."""
+    return bool(_hook(discriminator, Discriminator, "uses_keypoints"))
+
+
+def discriminate(discriminator: Any, image: Tensor, kp: Mapping[str, Tensor] | None = None) -> Any:
+    """Run a discriminator on ``image``: ``discriminator(image, kp=kp)`` when it :func:`uses_keypoints`, else
+    ``discriminator(image)``.  Raises :class:`InterfaceError` when it needs keypoints and ``kp`` is ``None``."""
+    if not uses_keypoints(discriminator):
+        return discriminator(image)
+    if kp is None:
+        name = type(_declared(discriminator)).__name__
+        raise InterfaceError(f"{name} is conditioned on keypoints (uses_keypoints=True) but was given kp=None")
+    return discriminator(image, kp=kp)
+
+
+def loss_inputs(part: Any) -> dict[str, Any]:
+    """The extra loss-namespace entries ``part`` offers (:meth:`Part.loss_inputs`; default none; ``None``,
+    an absent part, offers none)."""
+    if part is None:
+        return {}
+    got = _hook(part, Part, "loss_inputs")()
+    if not isinstance(got, Mapping):
+        raise InterfaceError(f"{type(_declared(part)).__name__}.loss_inputs() must return a dict, got "
+                             f"{type(got).__name__}")
+    return dict(got)

@@ -38,7 +38,7 @@ from torch import nn
 
 from thkit.builder import build
 from thkit.compensate.retrieval import RetrievalTransformer
-from thkit.interfaces import Compensator
+from thkit.interfaces import Compensator, allocation_codes
 from thkit.layers.vqgan import VQDownsample, VQResBlock, VQUpsample, group_norm
 from thkit.registry import COMPENSATORS
 
@@ -260,10 +260,7 @@ class MotionCodebookCompensation(nn.Module):
 
     def codes(self, index: int):
         """The code selection of scale ``index`` (a slice for the built-in allocations)."""
-        alloc = self.allocation
-        if hasattr(alloc, "codes"):
-            return alloc.codes(index, self.num_scales, self.codebook.num_codes)
-        return alloc.indices(index, self.num_scales, self.codebook.num_codes)
+        return allocation_codes(self.allocation, index, self.num_scales, self.codebook.num_codes)
 
     def encode_keypoints(self, heatmap: Tensor, flow_size: Sequence[int]) -> Tensor:
         """``relu(kp_proj(heatmaps resized to the token grid))`` for flows of ``flow_size`` (once per frame)."""
@@ -364,10 +361,8 @@ class AppearanceCodebookCompensation(nn.Module):
                                      for c, p in zip(self.feature_channels, self.patch_sizes))
 
     def codes(self, index: int):
-        alloc = self.allocation
-        if hasattr(alloc, "codes"):
-            return alloc.codes(index, self.num_scales, self.codebook.num_codes)
-        return alloc.indices(index, self.num_scales, self.codebook.num_codes)
+        """The code selection of scale ``index`` (a slice for the built-in allocations)."""
+        return allocation_codes(self.allocation, index, self.num_scales, self.codebook.num_codes)
 
     @staticmethod
     def outside_mask(flow: Tensor, grid: Sequence[int]) -> Tensor:

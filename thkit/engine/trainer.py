@@ -1,14 +1,14 @@
 """The training model: a :class:`~thkit.models.talking_head.TalkingHeadModel`, its discriminator and the
-recipe's losses, trained the FOMM way (Siarohin et al. 2019, sec. 3 and 4): reconstruct a driving frame from a
-source frame of the same video, with GAN training on two optimisers.
+recipe's losses, trained by self-supervised reconstruction (Siarohin et al. 2019, sec. 3 and 4): reconstruct a
+driving frame from a source frame of the same video, with GAN training on two optimisers.
 
 One :meth:`TalkingHeadTrainer.train_step`:
 
 1. **Generator side** (optimiser ``generator``: keypoint detector, motion, encoder, compensator, decoder):
    ``out = G(source, driving)``; the discriminator (frozen for this step) sees the prediction and the
-   driving frame with the detached driving keypoints (FOMM's ``detach_kp``); the loss bundle computes every
-   named, weighted term; their sum is back-propagated, gradients are clipped (``clip_grad`` of the optimiser
-   wrapper) and the generator steps.
+   driving frame, with the detached driving keypoints when it takes them
+   (:func:`thkit.interfaces.discriminate`); the loss bundle computes every named, weighted term; their sum is
+   back-propagated, gradients are clipped (``clip_grad`` of the optimiser wrapper) and the generator steps.
 2. **Discriminator side** (optimiser ``discriminator``, when a loss has a discriminator side and the
    recipe has a discriminator): the discriminator sees the detached prediction and the driving frame, the
    bundle's discriminator terms are summed, back-propagated and the discriminator steps.
@@ -31,6 +31,7 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 
 from thkit.builder import build, build_model
 from thkit.errors import RecipeError, ThkitError
+from thkit.interfaces import discriminate, loss_inputs
 from thkit.losses.bundle import build_loss_bundle
 from thkit.registry import MODELS
 
@@ -63,7 +64,7 @@ def unwrap(module: torch.nn.Module | None) -> torch.nn.Module | None:
 
 
 def detach_kp(kp: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Keypoints with every tensor detached (FOMM's ``detach_kp``: the discriminator's keypoint input)."""
+    """Keypoints with every tensor detached (the discriminator's keypoint input)."""
     return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in kp.items()}
 
 
@@ -150,16 +151,17 @@ class TalkingHeadTrainer(BaseModel):
 
     def namespace(self, data: Mapping[str, Any], out: Mapping[str, Any]) -> dict[str, Any]:
         """What the losses read (:mod:`thkit.losses.bundle`): the generator's outputs, the batch, the model's
-        parts and the iteration."""
+        parts, what the generator and its parts offer through :meth:`~thkit.interfaces.Part.loss_inputs`
+        (without replacing a key already there) and the iteration."""
         gen = self.gen
         ns: dict[str, Any] = {k: v for k, v in data.items()}
         ns.update(out)
         ns.update(source=data["source"], driving=data["driving"], iteration=self._iteration(), generator=gen,
                   keypoint_detector=gen.keypoint_detector, motion=gen.motion, encoder=gen.encoder,
                   decoder=gen.decoder, compensator=gen.compensator, warper=gen.warper)
-        bg = getattr(gen.motion, "bg_predictor", None)
-        if bg is not None:
-            ns.setdefault("bg_predictor", bg)
+        for part in (gen, *gen.children()):
+            for key, value in loss_inputs(part).items():
+                ns.setdefault(key, value)
         pred = out.get("prediction")
         ns["last_layer"] = self.last_layer(pred.shape[1] if isinstance(pred, Tensor) else 3)
         return ns
@@ -239,9 +241,9 @@ class TalkingHeadTrainer(BaseModel):
             ns = self.namespace(data, out)
             if use_d:
                 kp = detach_kp(out["kp_driving"])
-                ns["disc_fake"] = disc(out["prediction"], kp=kp)
+                ns["disc_fake"] = discriminate(disc, out["prediction"], kp)
                 with torch.no_grad():
-                    ns["disc_real"] = disc(driving, kp=kp)
+                    ns["disc_real"] = discriminate(disc, driving, kp)
             g_terms = self.losses(ns, stats)
         self._check(g_terms, "generator", iteration)
         g_total = self.losses.total(g_terms)
@@ -255,8 +257,8 @@ class TalkingHeadTrainer(BaseModel):
             with d_wrap.optim_context(self.discriminator):
                 kp = detach_kp(out["kp_driving"])
                 ns_d = dict(ns)
-                ns_d["disc_fake"] = self.discriminator(out["prediction"].detach(), kp=kp)
-                ns_d["disc_real"] = self.discriminator(driving, kp=kp)
+                ns_d["disc_fake"] = discriminate(self.discriminator, out["prediction"].detach(), kp)
+                ns_d["disc_real"] = discriminate(self.discriminator, driving, kp)
                 d_terms = self.losses.discriminator(ns_d, stats)
             self._check(d_terms, "discriminator", iteration)
             d_total = self.losses.total(d_terms)

@@ -31,6 +31,9 @@ Namespace keys used by the built-in losses (defaults; a recipe renames with ``in
 ``prediction_lr``               SMAC's low-resolution decoding(s)
 =============================  =========================================================================
 
+Besides the generator's outputs and the batch, the namespace holds what the generator's parts offer through
+:meth:`thkit.interfaces.Part.loss_inputs` (e.g. TPSMM's motion part gives its ``bg_predictor``).
+
 An entry with ``weight=0`` (or ``None``) is not built at all (no VGG is loaded for a disabled perceptual loss).
 """
 from __future__ import annotations

@@ -104,6 +104,7 @@ class MultiScaleDiscriminator(Discriminator):
             for name, s in zip(self.scale_names, scales) if float(s) != 1.0
         })
         self.use_kp = use_kp
+        self.uses_keypoints = bool(use_kp)  # the Discriminator hook: called with kp= when conditioned on them
 
     def forward(self, image: Tensor | Mapping[str, Tensor], kp: Mapping[str, Tensor] | None = None) -> dict:
         feature_maps, predictions = {}, {}

@@ -1,8 +1,8 @@
 """The one generic model: keypoints -> motion -> warp -> (compensate) -> decode.
 
-Every method in thkit is this wiring with different parts (FOMM is it with no compensator; SMAC adds
-codebook compensators; TPSMM swaps the motion estimator and the decoder).  Source-only work lives in
-:meth:`TalkingHeadModel.encode_source`, so streaming inference computes it once per video.
+Every method in thkit is this wiring with different parts (see ``docs/architecture.md``).  Source-only work
+lives in :meth:`TalkingHeadModel.encode_source`, so streaming inference computes it once per video.  Optional
+part behaviour comes through the hooks of :mod:`thkit.interfaces`, never by asking what a part is.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from thkit.builder import build
-from thkit.interfaces import GenerationContext, TalkingHeadModelBase, check_output
+from thkit.interfaces import GenerationContext, TalkingHeadModelBase, check_output, prepare_source, warps_features
 from thkit.registry import MODELS
 
 Tensor = torch.Tensor
@@ -30,8 +30,8 @@ class TalkingHeadModel(TalkingHeadModelBase):
         warper: ``warper`` part (default: bilinear ``grid_sample`` with ``align_corners=True``).
         compensator: optional ``compensator`` part between warping and decoding.
         warp_levels: indices of encoder features to warp (default: all of them).
-        input_range: the value range images are expected in (documentation and checks; FOMM ``(0, 1)``,
-            SMAC ``(-1, 1)``).
+        input_range: the value range images are expected in (documentation and checks; ``(0, 1)`` or
+            ``(-1, 1)``, as the recipe says).
     """
 
     def __init__(
@@ -58,15 +58,15 @@ class TalkingHeadModel(TalkingHeadModelBase):
     # -- source side (cacheable) ------------------------------------------------------------------------
     def encode_source(self, source: Tensor) -> dict[str, Any]:
         """Everything that depends on the source only: its keypoints, encoder features and, when the motion
-        estimator has a ``prepare_source(source, kp_source)`` method, its source-only inputs
+        estimator's :meth:`~thkit.interfaces.MotionEstimator.prepare_source` gives them, its source-only inputs
         (``motion_source``, e.g. the downsampled source), passed back to it as ``source_cache=``."""
         kp_source = self.keypoint_detector(source)
         check_output("keypoint", kp_source, "keypoint_detector")
         features = list(self.encoder(source))
         cache = {"source": source, "kp_source": kp_source, "features": features}
-        prepare = getattr(self.motion, "prepare_source", None)
-        if prepare is not None:
-            cache["motion_source"] = prepare(source, kp_source)
+        motion_source = prepare_source(self.motion, source, kp_source)
+        if motion_source is not None:
+            cache["motion_source"] = motion_source
         return cache
 
     def detect(self, image: Tensor) -> dict[str, Tensor]:
@@ -92,8 +92,7 @@ class TalkingHeadModel(TalkingHeadModelBase):
         levels = range(len(features)) if self.warp_levels is None else self.warp_levels
         raw = [features[i] for i in levels]
         # a compensator that warps the raw features itself (with flows it refines) gets no pre-warped ones
-        own_warp = self.compensator is not None and getattr(self.compensator, "warps_features", False)
-        warped = None if own_warp else [self.warper(f, deformation, occlusion) for f in raw]
+        warped = None if warps_features(self.compensator) else [self.warper(f, deformation, occlusion) for f in raw]
         ctx = GenerationContext(
             source=source,
             kp_source=kp_source,

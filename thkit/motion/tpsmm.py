@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -299,6 +300,11 @@ class ThinPlateSplineMotion(MotionEstimator):
             self.bg_predictor = BackgroundMotionPredictor(**bg_args)
         else:
             self.bg_predictor = None
+
+    def loss_inputs(self) -> dict[str, Any]:
+        """``bg_predictor`` for the background cycle loss (:class:`~thkit.losses.tpsmm.BackgroundCycleLoss`
+        runs it on the swapped frames), when there is one."""
+        return {} if self.bg_predictor is None else {"bg_predictor": self.bg_predictor}
 
     # -- pieces (public for tests and visualisation) ------------------------------------------------------
     def downsample(self, image: Tensor) -> Tensor:
