@@ -57,8 +57,8 @@ def frame_fn(model, source, kp_source, kp_initial, cached):
 
 
 def measure(recipe: str, batch: int, frames: int, size: int) -> list[dict]:
-    cfg = load_recipe(recipe)
-    model = build_model(cfg.model.to_dict()).eval()
+    cfg = load_recipe(recipe, size=size)  # parts that depend on the size follow it
+    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
     lo, hi = cfg.model.get("input_range", (0.0, 1.0))
     g = torch.Generator().manual_seed(0)
     source = torch.rand(batch, 3, size, size, generator=g) * (hi - lo) + lo

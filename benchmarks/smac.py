@@ -155,7 +155,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = load_recipe(args.recipe)
-    model = build_model(cfg.model.to_dict()).eval()
+    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.recipe} at {cfg.image_size}px, "
           f"batch 1, float32, random weights; parameters: keypoints {n(model.keypoint_detector):,}, motion "

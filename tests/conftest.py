@@ -64,7 +64,7 @@ def official_nets(method: str, official_state_dicts: dict):
     from thkit.recipe import load_recipe
 
     cfg = load_recipe(f"{method}/tiny_fixture")
-    model = build_model(cfg.model.to_dict()).eval()
+    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
     disc = build("discriminator", cfg.discriminator.to_dict(), path="discriminator").eval()
     sds = get_converter(method)(official_state_dicts)
     load_state_dict_strict(model, sds["model"], "model")

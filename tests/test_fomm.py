@@ -316,7 +316,7 @@ def test_transfer_options_and_errors(fx):
 def vox256():
     cfg = load_recipe("fomm/vox256")
     with torch.device("meta"):  # shapes and counts only: no 60 M-parameter init on CPU
-        model = build_model(cfg.model.to_dict())
+        model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size"))
         disc = build("discriminator", cfg.discriminator.to_dict(), path="discriminator")
     return cfg, model, disc
 
@@ -401,7 +401,7 @@ def test_small_recipe_trains_on_cpu():
     cfg = load_recipe("fomm/small")
     assert cfg.image_size in (64, 128)
     torch.manual_seed(0)
-    model = build_model(cfg.model.to_dict()).train()
+    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).train()
     disc = build("discriminator", cfg.discriminator.to_dict(), path="discriminator").train()
     src, drv = torch.rand(1, 3, cfg.image_size, cfg.image_size), torch.rand(1, 3, cfg.image_size, cfg.image_size)
     out = model(src, drv)

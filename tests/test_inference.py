@@ -13,13 +13,12 @@ import torch
 from thkit.builder import build_model
 from thkit.cli import main as thkit_main
 from thkit.inference.stream import MotionTransfer, StreamingAnimator, animate_per_frame
-from thkit.recipe import load_recipe, size_options
+from thkit.recipe import load_recipe
 from thkit.transfer import transfer_motion
 
 SIZE = 64
-# SMAC's tiny fixture recipe at 64 px: token grids of 8 x 8 (size_options), 4-level hourglasses
-SMAC64 = {**size_options(load_recipe("smac/tiny_fixture"), SIZE),
-          "model.keypoint_detector.num_blocks": 4, "model.motion.num_blocks": 4}
+# SMAC's tiny fixture recipe at 64 px (its token grids follow: 8 x 8), 4-level hourglasses
+SMAC64 = {"image_size": SIZE, "model.keypoint_detector.num_blocks": 4, "model.motion.num_blocks": 4}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _model(recipe: str, options: dict | None = None, dtype=torch.float32):
     cfg = load_recipe(recipe, options)
     torch.manual_seed(0)
-    return build_model(cfg.model.to_dict()).eval().to(dtype), cfg
+    return build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval().to(dtype), cfg
 
 
 def _inputs(n: int, lo: float, hi: float, dtype=torch.float32, seed: int = 1):
@@ -321,16 +320,16 @@ def test_animate_checkpoint_of_another_recipe(media, tmp_path, capsys):
 
 def test_animate_size_follows_into_the_recipe(media, tmp_path, capsys):
     """``--size`` builds the model for that size (SMAC's token grid follows the image): weights trained at 64 px
-    animate with ``--size 64``; without it the error says what to pass."""
+    animate with ``--size 64``; without it the error names the mismatching position embeddings."""
     from thkit.checkpoint import save_checkpoint
     from thkit.inference.video import probe_video
 
-    smac64, _ = _model("smac/small", size_options(load_recipe("smac/small"), 64))
+    smac64, _ = _model("smac/small", {"image_size": 64})
     ckpt = save_checkpoint(tmp_path / "smac64.pt", {"model": smac64.state_dict()})
     out = tmp_path / "out.mp4"
     args = ("--checkpoint", ckpt, "--source", media["source"], "--driving", media["driving"], "--out", out)
     assert _animate(*args, recipe="smac/small") == 2
-    _one_line_error(capsys, "smac64.pt", "position_emb (64, 16) vs (256, 16)", "pass --size")
+    _one_line_error(capsys, "smac64.pt", "position_emb (64, 16) vs (256, 16)")
     assert _animate(*args, "--size", 64, recipe="smac/small") == 0
     info = probe_video(out)
     assert (info.width, info.height) == (64, 64)

@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from thkit.errors import RecipeError
-from thkit.recipe import list_recipes, load_recipe, size_options
+from thkit.recipe import build_from_recipe, list_recipes, load_recipe
 
 
 def _write(path, text):
@@ -71,42 +71,67 @@ def test_recipes_are_organised_by_method():
         assert r.parent.parent.name == "recipes", f"{r} is not recipes/<method>/<variant>.py"
 
 
-def test_size_options_run_a_recipe_at_another_size():
-    """Overriding image_size alone leaves SMAC's token count (computed when the recipe was read) at 128 px;
-    size_options scales it with the image, and drops the perceptual scales a small image cannot feed to VGG."""
+def test_size_sets_image_size_and_the_parts_follow_when_built():
+    """``load_recipe(size=)`` sets only ``image_size``; the builder hands it to the parts that take it, so SMAC's
+    retrieval transformers get the token grid of that size (8 x 8 at 64 px, 16 x 16 at the recipe's 128 px) and
+    the model runs at 64 px.  An explicit value in the config still wins."""
     import torch
 
     from thkit.builder import build_model
 
-    cfg = load_recipe("smac/small")
-    opts = size_options(cfg, 64)
-    assert opts["image_size"] == 64
-    assert opts["model.compensator.motion.transformer.num_tokens"] == 64  # 8 x 8 tokens at 64 px (16 x 16 at 128)
-    assert opts["model.compensator.appearance.transformer.num_tokens"] == 64
-    assert "losses.perceptual.scales" not in opts  # smac/small's loss stops at relu1_1: every scale fits
-    small = load_recipe("smac/small", opts)
+    cfg = load_recipe("smac/small", size=64)
+    assert cfg.image_size == 64 and "num_tokens" not in cfg.model.compensator.motion.transformer
     torch.manual_seed(0)
-    model = build_model(small.model.to_dict()).eval()
+    model = build_from_recipe(cfg).eval()
+    for part, dim in (("motion", 16), ("appearance", 64)):
+        t = getattr(model.compensator, part).transformer
+        assert t.num_tokens == 64 and tuple(t.position_emb.shape) == (64, dim)
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 64, 64) * 2 - 1)
     assert out["prediction"].shape == (1, 3, 64, 64)
-    with pytest.raises(ValueError, match="num_tokens=256"):  # what size_options prevents
-        build_model(load_recipe("smac/small", {"image_size": 64}).model.to_dict())(
-            torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
-    vox = size_options(load_recipe("smac/vox256"), 64)
-    assert vox["losses.perceptual.scales"] == [1.0, 0.5, 0.25]  # relu5_1 needs 16 px; 64 / 8 = 8
-    assert vox["model.compensator.motion.transformer.num_tokens"] == 64
-    assert size_options(load_recipe("fomm/small"), 96) == {"image_size": 96}
-    # load_recipe(size=...) applies them first; explicit options still win
-    both = load_recipe("smac/small", {"model.compensator.motion.transformer.num_tokens": 16}, size=64)
-    assert both.image_size == 64 and both.model.compensator.appearance.transformer.num_tokens == 64
-    assert both.model.compensator.motion.transformer.num_tokens == 16
+    # the recipe's own size, and image_size given as an option, work the same way
+    assert build_from_recipe(load_recipe("smac/small")).compensator.motion.transformer.num_tokens == 256
+    opt = load_recipe("smac/small", {"image_size": 64})
+    assert build_model(opt.model.to_dict(), image_size=opt.image_size).compensator.motion.transformer.num_tokens == 64
+    # explicit settings win: num_tokens over the image size, a part's own image_size over the recipe's
+    both = load_recipe("smac/small", {"model.compensator.motion.transformer.num_tokens": 16,
+                                      "model.compensator.appearance.image_size": 256}, size=64)
+    model = build_from_recipe(both)
+    assert model.compensator.motion.transformer.num_tokens == 16
+    assert model.compensator.appearance.transformer.num_tokens == 1024
 
 
-def test_size_options_errors_name_the_setting_and_the_sizes_that_work():
-    with pytest.raises(RecipeError, match=r"num_tokens: 256 tokens at 128 px .* at 100 px \(use a multiple of 8 px\)"):
-        size_options(load_recipe("smac/small"), 100)
-    with pytest.raises(RecipeError, match="losses.perceptual.scales"):
-        size_options(load_recipe("fomm/vox256", {"losses.perceptual.scales": [0.125]}), 64)
-    with pytest.raises(RecipeError, match="positive"):
-        size_options(load_recipe("fomm/small"), 0)
+def test_perceptual_scales_follow_the_image_size():
+    """The perceptual loss keeps the pyramid scales a ``image_size`` image can feed to the VGG slices it uses."""
+    from thkit.builder import recipe_settings
+    from thkit.losses.bundle import build_loss_bundle
+
+    def scales(recipe, size):
+        cfg = load_recipe(recipe, size=size)
+        with recipe_settings(image_size=cfg.image_size):
+            return build_loss_bundle(cfg.losses.to_dict())["perceptual"].scales
+
+    assert scales("smac/vox256", 64) == [1.0, 0.5, 0.25]  # relu5_1 needs 16 px; 64 / 8 = 8
+    assert scales("smac/vox256", None) == [1.0, 0.5, 0.25, 0.125]
+    assert scales("smac/small", 64) == [1.0, 0.5, 0.25, 0.125]  # smac/small's loss stops at relu1_1
+
+
+def test_a_size_the_parts_cannot_run_at_is_a_one_line_error_naming_the_setting():
+    with pytest.raises(RecipeError) as e:
+        build_from_recipe(load_recipe("smac/small", size=100))
+    msg = str(e.value)
+    assert msg.startswith("model.compensator.motion: ") and "\n" not in msg
+    assert "image_size=100 px gives no whole token grid" in msg and "multiple of 8 px (e.g. 96 or 104)" in msg
+    for bad in (0, -64, 1.5, True):
+        with pytest.raises(RecipeError, match="^image_size: the image size must be a positive number of pixels"):
+            load_recipe("fomm/small", size=bad)
+    from thkit.builder import recipe_settings
+    from thkit.losses.bundle import build_loss_bundle
+
+    cfg = load_recipe("fomm/vox256", {"losses.perceptual.scales": [0.125]}, size=64)
+    with pytest.raises(RecipeError) as e, recipe_settings(image_size=cfg.image_size):
+        build_loss_bundle(cfg.losses.to_dict())
+    msg = str(e.value)
+    assert msg.startswith("losses.perceptual: PerceptualPyramidLoss: image_size=64 px") and "\n" not in msg
+    assert "at least 121 px" in msg  # 121 / 8 rounds up to the 16 px relu5_1 needs
+

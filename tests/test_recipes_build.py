@@ -11,7 +11,7 @@ RECIPES = list_recipes()
 @pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(p.parent.parent)) for p in RECIPES])
 def test_recipe_builds_and_runs(path):
     cfg = load_recipe(path)
-    model = build_model(cfg.model.to_dict()).eval()
+    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
     size = int(cfg.get("test_size", min(int(cfg.get("image_size", 64)), 128)))
     lo, hi = cfg.model.get("input_range", (0.0, 1.0))
     g = torch.Generator().manual_seed(0)

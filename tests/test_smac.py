@@ -320,7 +320,7 @@ def test_animation_relative(fx, nets):
 def vox256():
     cfg = load_recipe("smac/vox256")
     with torch.device("meta"):  # shapes and counts only
-        model = build_model(cfg.model.to_dict())
+        model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size"))
         disc = build("discriminator", cfg.discriminator.to_dict(), path="discriminator")
     return cfg, model, disc
 

@@ -23,11 +23,12 @@ VARIANTS = ("baseline", "smc", "mmc", "mmc_sac", "full")
 SIZE = 64  # the small recipes run at 64 px here: the token grid follows (64 / 8)^2 = 64 tokens
 
 
-def _model(name: str, size: int = SIZE, **overrides):
-    """A ``recipes/smac/<name>.py`` model built for ``size`` px (its position embeddings' token grid follows)."""
+def _model(name: str, size: int | None = SIZE, **overrides):
+    """A ``recipes/smac/<name>.py`` model built for ``size`` px (its position embeddings' token grid follows;
+    ``None``: the recipe's size)."""
     cfg = load_recipe(f"smac/{name}", cfg_options=overrides or None, size=size)
     torch.manual_seed(0)
-    return cfg, build_model(cfg.model.to_dict())
+    return cfg, build_model(cfg.model.to_dict(), image_size=cfg.get("image_size"))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,10 +146,10 @@ def test_allocation_variants(name, expected):
 
 
 def test_token_grid_follows_image_size():
-    cfg = load_recipe("smac/small")
-    assert cfg.image_size == 128 and cfg.num_tokens == (128 // 8) ** 2 == 256
-    comp = cfg.model.compensator
-    assert comp.motion.transformer.num_tokens == comp.appearance.transformer.num_tokens == 256
+    cfg, model = _model("small", size=None)  # the recipe's own size; the builder hands it to the transformers
+    assert cfg.image_size == 128 and "num_tokens" not in cfg.model.compensator.motion.transformer
+    comp = model.compensator
+    assert comp.motion.transformer.num_tokens == comp.appearance.transformer.num_tokens == (128 // 8) ** 2 == 256
     _, model = _model("small", size=32)
     assert model.compensator.appearance.transformer.position_emb.shape == (16, 64)
     src, drv = _images(64)

@@ -33,7 +33,7 @@ def fx(fixtures_dir):
 def nets(fx):
     """The tiny recipe's model and AVD network, loaded with the converted fixture weights, in eval mode."""
     cfg = load_recipe("tpsmm/tiny_fixture")
-    model = build_model(cfg.model.to_dict())
+    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size"))
     avd = build("motion", cfg.avd_network.to_dict(), path="avd_network")
     sds = get_converter("tpsmm")(fx["state_dict"])
     load_state_dict_strict(model, sds["model"], "model")
@@ -244,7 +244,7 @@ def _count(module) -> int:
 
 def test_vox256_parameter_counts_equal_the_official_ones():
     cfg = load_recipe("tpsmm/vox256")
-    model = build_model(cfg.model.to_dict())
+    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size"))
     avd = build("motion", cfg.avd_network.to_dict(), path="avd_network")
     bg = _count(model.motion.bg_predictor)
     assert _count(model.keypoint_detector) == 11_227_812
@@ -273,7 +273,7 @@ def test_vox256_keys_convert_completely_into_the_vox256_recipe(fixtures_dir):
     sds = get_converter("tpsmm")(official)
     assert set(sds) == {"model", "avd_network"}
     cfg = load_recipe("tpsmm/vox256")
-    model = build_model(cfg.model.to_dict())
+    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size"))
     avd = build("motion", cfg.avd_network.to_dict(), path="avd_network")
     load_state_dict_strict(model, sds["model"], "model")
     load_state_dict_strict(avd, sds["avd_network"], "avd_network")
@@ -317,7 +317,7 @@ def test_converter_optional_networks(fx):
     assert set(sds) == {"model"}
     assert not any(k.startswith("motion.bg_predictor.") for k in sds["model"])
     cfg = load_recipe("tpsmm/tiny_fixture", {"model.motion.background_predictor": None})
-    load_state_dict_strict(build_model(cfg.model.to_dict()), sds["model"], "model")
+    load_state_dict_strict(build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")), sds["model"], "model")
     with pytest.raises(CheckpointError, match="expected a checkpoint dict"):
         get_converter("tpsmm")([1, 2])
 
@@ -333,13 +333,13 @@ def test_official_file_loads_through_the_checkpoint_api(fx, tmp_path):
     torch.save(official, path)
     assert detect_format(official) == "tpsmm"
     cfg = load_recipe("tpsmm/tiny_fixture")
-    model = build_model(cfg.model.to_dict()).eval()
+    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
     avd = build("motion", cfg.avd_network.to_dict(), path="avd_network").eval()
     load_into(model, path, extra={"avd_network": avd})
     out = model(fx["inputs"]["source"], fx["inputs"]["driving"])
     assert_close(out["prediction"], fx["outputs"]["inpainting_reconstruction"]["prediction"], what="prediction")
     thkit_path = convert_file(str(path), tmp_path / "thkit.pt", method="tpsmm")
-    model2 = build_model(cfg.model.to_dict()).eval()
+    model2 = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
     load_into(model2, thkit_path)
     assert torch.equal(model2(fx["inputs"]["source"], fx["inputs"]["driving"])["prediction"], out["prediction"])
 

@@ -167,7 +167,7 @@ def test_train_cli_fomm_small_64px(tmp_path, synth_root):
 
     cfg = load_recipe(wd / "recipe.py")
     assert cfg.image_size == 64 and cfg.model.type == "TalkingHeadModel"
-    load_into(build_model(cfg.model.to_dict()), wd / "weights.pth")
+    load_into(build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")), wd / "weights.pth")
     events = list(wd.glob("*/vis_data/events.out.tfevents.*"))
     try:
         import tensorboard  # noqa: F401

@@ -6,13 +6,18 @@
 * an unknown type lists the closest registered names of that kind;
 * an unknown or missing argument names its recipe path (``model.motion.num_kp``);
 * the built object is checked against the kind's interface (:mod:`thkit.interfaces`);
-* nested builds (a part building its own sub-parts) extend the path automatically.
+* nested builds (a part building its own sub-parts) extend the path automatically;
+* recipe-wide settings (:data:`RECIPE_SETTINGS`: the recipe's ``image_size``) are handed to every part whose
+  constructor names them and whose config does not set them (an explicit value wins, and the parts built
+  inside it inherit that value).  :func:`recipe_settings` sets them; :func:`build_model` takes them.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from thkit.errors import RecipeError, suggest
@@ -21,10 +26,44 @@ from thkit.registry import import_builtins, kind_of
 
 _PATH: contextvars.ContextVar[str] = contextvars.ContextVar("thkit_build_path", default="")
 
+#: recipe-wide settings a part receives when its constructor names them and its config does not set them
+RECIPE_SETTINGS: tuple[str, ...] = ("image_size",)
+_SETTINGS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "thkit_build_settings", default=MappingProxyType({}))
+
 
 def current_path() -> str:
     """The recipe path of the part being built right now ('' at top level)."""
     return _PATH.get()
+
+
+def current_settings() -> dict[str, Any]:
+    """The recipe-wide settings parts built right now receive (``{'image_size': 256}``; empty when unknown)."""
+    return dict(_SETTINGS.get())
+
+
+@contextlib.contextmanager
+def recipe_settings(**values: Any) -> Iterator[dict[str, Any]]:
+    """Hand these recipe-wide settings (:data:`RECIPE_SETTINGS`) to the parts built inside the ``with``;
+    ``None`` leaves a setting as it is.  Yields the settings in force."""
+    unknown = [k for k in values if k not in RECIPE_SETTINGS]
+    if unknown:
+        raise TypeError(f"recipe_settings: unknown setting {', '.join(unknown)} (known: {', '.join(RECIPE_SETTINGS)})")
+    merged = {**_SETTINGS.get(), **{k: v for k, v in values.items() if v is not None}}
+    token = _SETTINGS.set(MappingProxyType(merged))
+    try:
+        yield dict(merged)
+    finally:
+        _SETTINGS.reset(token)
+
+
+def _named_parameters(cls) -> set[str]:
+    """The constructor arguments ``cls`` takes by name (``**kwargs`` names none)."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return set()
+    return {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _join(base: str, name: str | None) -> str:
@@ -103,8 +142,16 @@ def build(kind: str, cfg: Any, name: str | None = None, *, path: str | None = No
     if default_args:
         for k, v in default_args.items():
             args.setdefault(k, v)
+    settings = dict(_SETTINGS.get())
+    named = _named_parameters(cls)
+    for key in RECIPE_SETTINGS:
+        if key in args:  # an explicit value wins, here and in the parts built inside this one
+            settings[key] = args[key]
+        elif key in settings and key in named:
+            args[key] = settings[key]
     check_arguments(cls, args, full)
     token = _PATH.set(full)
+    settings_token = _SETTINGS.set(MappingProxyType(settings))
     try:
         try:
             obj = cls(**args)
@@ -113,6 +160,7 @@ def build(kind: str, cfg: Any, name: str | None = None, *, path: str | None = No
         except (TypeError, ValueError) as e:  # constructor-level validation, attributed to the path
             raise RecipeError(full, f"{cls.__name__}: {e}") from e
     finally:
+        _SETTINGS.reset(settings_token)
         _PATH.reset(token)
     check_part(kind, obj, full)
     _tag(obj, kind, type_ if isinstance(type_, str) else cls.__name__, full)
@@ -129,6 +177,12 @@ def _tag(obj: Any, kind: str, type_name: str, path: str) -> None:
         pass
 
 
-def build_model(cfg: Any):
-    """Build the ``model`` entry of a recipe (kind ``model``), with paths starting at ``model``."""
-    return build("model", cfg, path="model")
+def build_model(cfg: Any, *, image_size: int | None = None):
+    """Build the ``model`` entry of a recipe (kind ``model``), with paths starting at ``model``.
+
+    ``image_size``: the recipe's ``image_size``, handed to every part that takes it (e.g. a token grid that
+    follows the image); ``None`` keeps the settings in force (:func:`recipe_settings`).
+    ``build_from_recipe(cfg)`` (:mod:`thkit.recipe`) passes a recipe's own.
+    """
+    with recipe_settings(image_size=image_size):
+        return build("model", cfg, path="model")

@@ -2,14 +2,15 @@
 
 A recipe defines at least ``model = dict(type=..., ...)`` and usually ``image_size``; ``_base_`` lists the
 recipes it builds on (deep-merged; ``_delete_=True`` replaces a subtree), and ``--cfg-options k=v``
-overrides any value.  A variant is a few lines on top of its base::
+overrides any value.  The builder hands ``image_size`` to every part that takes it, so no recipe derives a
+part's setting from the size by hand.  A variant is a few lines on top of its base::
 
     _base_ = ['./small.py']
     model = dict(compensator=None)
 """
 from __future__ import annotations
 
-import math
+import numbers
 import os
 import traceback
 from pathlib import Path
@@ -37,8 +38,10 @@ def load_recipe(path: str | os.PathLike, cfg_options: dict[str, Any] | None = No
                 size: int | None = None) -> Config:
     """Read a recipe (following ``_base_``), apply overrides, and return the resolved :class:`Config`.
 
-    ``size``: run the recipe at this image size, with every setting that depends on it (:func:`size_options`);
-    explicit ``cfg_options`` still win.  A recipe that does not parse is reported with its file and line.
+    ``size``: run the recipe at this image size: it sets ``image_size`` (explicit ``cfg_options`` still win),
+    which the builder hands to every part that takes it (:func:`thkit.builder.build`), so what depends on the
+    size follows when the parts are built, and a size a part cannot run at is reported then, with its recipe
+    path.  A recipe that does not parse is reported with its file and line.
     """
     p = find_recipe(path)
     try:
@@ -51,8 +54,10 @@ def load_recipe(path: str | os.PathLike, cfg_options: dict[str, Any] | None = No
     except Exception as e:  # noqa: BLE001 - errors raised while executing the recipe's Python
         where = _recipe_frame(e, p)
         raise RecipeError("", f"recipe {where} failed: {type(e).__name__}: {e}") from e
-    if size is not None and int(size) != cfg.get("image_size"):
-        cfg.merge_from_dict(size_options(cfg, size))
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0:
+            raise RecipeError("image_size", f"the image size must be a positive number of pixels, got {size!r}")
+        cfg.merge_from_dict({"image_size": int(size)})
     if cfg_options:
         try:
             cfg.merge_from_dict(dict(cfg_options))
@@ -79,54 +84,12 @@ def list_recipes(root: str | os.PathLike | None = None) -> list[Path]:
 
 
 def build_from_recipe(cfg: Config):
-    """Build ``cfg.model`` (importing built-ins and loading plugins first)."""
+    """Build ``cfg.model`` (importing built-ins and loading plugins first), handing the recipe's ``image_size``
+    to every part that takes it."""
     from thkit.builder import build_model
     from thkit.plugins import load_plugins
 
     load_plugins()
-    return build_model(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else cfg.model)
+    return build_model(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else cfg.model,
+                       image_size=cfg.get("image_size"))
 
-
-def size_options(cfg: Config, size: int) -> dict[str, Any]:
-    """``--cfg-options`` that run a recipe at another image size, with everything that depends on it.
-
-    A recipe's derived values (``num_tokens = token_grid ** 2``) are computed when the file is read, so
-    overriding ``image_size`` alone would leave them at the recipe's size.  This returns ``image_size`` plus:
-
-    * every retrieval transformer's ``num_tokens`` (SMAC's learned position embeddings): the token grid scales
-      with the image (32 x 32 tokens at 256 px, 8 x 8 at 64 px);
-    * ``losses.perceptual.scales``: the pyramid scales at which the image is still large enough for the VGG
-      slices the loss uses (:func:`thkit.losses.perceptual.scales_that_fit`), when some are not.
-
-    Raises :class:`RecipeError` when ``size`` does not give a whole token grid or no perceptual scale fits.
-    """
-    size = int(size)
-    if size <= 0:
-        raise RecipeError("image_size", f"the image size must be a positive number of pixels, got {size}")
-    opts: dict[str, Any] = {"image_size": size}
-    base = int(cfg.get("image_size", size))
-    comp = (cfg.get("model") or {}).get("compensator") or {}
-    for part, sub in comp.items():
-        tokens = (sub.get("transformer") or {}).get("num_tokens") if isinstance(sub, dict) else None
-        if tokens is None:
-            continue
-        grid = math.isqrt(int(tokens))
-        if grid * grid != tokens or (grid * size) % base:
-            raise RecipeError(f"model.compensator.{part}.transformer.num_tokens",
-                              f"{tokens} tokens at {base} px do not scale to a whole square grid at {size} px "
-                              f"(use a multiple of {base // math.gcd(base, grid)} px)")
-        opts[f"model.compensator.{part}.transformer.num_tokens"] = (grid * size // base) ** 2
-    perc = (cfg.get("losses") or {}).get("perceptual")
-    if perc is not None:
-        from thkit.losses.perceptual import FOMM_LAYER_WEIGHTS, PYRAMID_SCALES, scales_that_fit
-
-        scales = [float(s) for s in perc.get("scales", PYRAMID_SCALES)]
-        fit = scales_that_fit(size, scales, perc.get("layer_weights", FOMM_LAYER_WEIGHTS),
-                              perc.get("pyramid_mode", "slice"))
-        if not fit:
-            raise RecipeError("losses.perceptual.scales",
-                              f"no pyramid scale of {scales} leaves a {size} px image large enough for the VGG "
-                              f"slices the perceptual loss uses")
-        if fit != scales:
-            opts["losses.perceptual.scales"] = fit
-    return opts

@@ -1,6 +1,6 @@
 # SMAC at reduced widths for CPU training, tests and demos: 128 px, 10 keypoints, VQGAN nf 16, codebooks 128 x 16
 # (motion) and 128 x 64 (appearance), 4-head transformers.  Same structure as vox256.py (4 scales, windows 1/2/4/8);
-# the token grid follows the image size: 128 / 8 = 16 x 16 tokens.
+# the token grid follows the image size (the builder hands it to the transformers): 128 / 8 = 16 x 16 tokens.
 _base_ = ['./vox256.py', '../_base_/datasets/synthetic.py']
 
 image_size = 128
@@ -9,8 +9,6 @@ nf = 16
 ch_mult = (1, 2, 2, 4)
 norm_groups = 8
 channels = [64, 32, 32, 16]  # nf * ch_mult, coarse to fine
-token_grid = 16  # image_size // 8
-num_tokens = 256
 motion_dim = 16
 appearance_dim = 64
 
@@ -23,12 +21,12 @@ model = dict(
         motion=dict(
             num_kp=num_kp, dim=motion_dim, norm_groups=norm_groups,
             codebook=dict(num_codes=128, dim=motion_dim),
-            transformer=dict(num_heads=4, ffn_dim=2 * motion_dim, num_tokens=num_tokens),
+            transformer=dict(num_heads=4, ffn_dim=2 * motion_dim),
             motion_width=32, feature_dims=(32, 24), flow_dims=(32, 16), context_dim=48, refine_width=32),
         appearance=dict(
             dim=appearance_dim,
             codebook=dict(num_codes=128, dim=appearance_dim),
-            transformer=dict(num_heads=4, ffn_dim=2 * appearance_dim, num_tokens=num_tokens))),
+            transformer=dict(num_heads=4, ffn_dim=2 * appearance_dim))),
     decoder=dict(nf=nf, ch_mult=ch_mult, norm_groups=norm_groups),
 )
 

@@ -20,9 +20,8 @@ nf = 64
 ch_mult = (1, 2, 2, 4)
 norm_groups = 32
 channels = [nf * m for m in ch_mult[::-1]]  # per compensated scale, coarse to fine: 256, 128, 128, 64
-# token grid of both retrieval transformers: the latent (stride 8) = the flow (image / 4) after one halving
-token_grid = image_size // 8
-num_tokens = token_grid * token_grid  # 32 x 32 = 1024 learned position embeddings at 256 px
+# both retrieval transformers get image_size from the builder: their token grid is the latent (stride 8) = the flow
+# (image / 4) after one halving, 32 x 32 = 1024 learned position embeddings at 256 px (token_stride=8, the default)
 motion_dim = 32
 appearance_dim = 256
 
@@ -52,14 +51,13 @@ model = dict(
             type='MotionCodebookCompensation', num_kp=num_kp, dim=motion_dim, norm_groups=norm_groups,
             codebook=dict(type='VectorQuantizer', num_codes=1024, dim=motion_dim, beta=0.25),
             allocation=dict(type='progressive'),  # one group per scale: 256/512/768/1024 codes
-            transformer=dict(num_layers=2, num_heads=8, ffn_dim=2 * motion_dim, num_tokens=num_tokens),
+            transformer=dict(num_layers=2, num_heads=8, ffn_dim=2 * motion_dim),
             motion_width=128, feature_dims=(128, 96), flow_dims=(128, 64), context_dim=192, refine_width=128),
         appearance=dict(
             type='AppearanceCodebookCompensation', dim=appearance_dim,
             codebook=dict(type='VectorQuantizer', num_codes=1024, dim=appearance_dim, beta=0.25),
             allocation=dict(type='progressive'),
-            transformer=dict(num_layers=2, num_heads=8, ffn_dim=2 * appearance_dim, num_tokens=num_tokens,
-                             masked_layers=(0, ))),
+            transformer=dict(num_layers=2, num_heads=8, ffn_dim=2 * appearance_dim, masked_layers=(0, ))),
         target_indices=(0, 1, 2, 3)),
     decoder=dict(
         type='VQGANDecoder', out_channels=3, nf=nf, ch_mult=ch_mult, num_res_blocks=2, attn_levels=(3, ),

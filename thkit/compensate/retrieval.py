@@ -36,6 +36,21 @@ Tensor = torch.Tensor
 _ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
 
 
+def token_count(image_size: int, token_stride: int = 8) -> int:
+    """Tokens of the square grid ``image_size / token_stride`` a side; a ``ValueError`` names the image sizes
+    that give a whole grid when this one does not."""
+    if isinstance(token_stride, bool) or not isinstance(token_stride, int) or token_stride < 1:
+        raise ValueError(f"token_stride must be a positive number of pixels per token, got {token_stride!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size!r}")
+    if image_size % token_stride:
+        below = image_size - image_size % token_stride
+        near = f"{below} or {below + token_stride}" if below else f"{token_stride}"
+        raise ValueError(f"image_size={image_size} px gives no whole token grid at token_stride={token_stride} px "
+                         f"per token: use a multiple of {token_stride} px (e.g. {near})")
+    return (image_size // token_stride) ** 2
+
+
 def _pair(size) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
@@ -114,7 +129,12 @@ class RetrievalTransformer(nn.Module):
         num_layers: depth (SMAC: 2).
         position_embedding: learn a position embedding ``position_emb`` ``(num_tokens, dim)``, zero-initialised
             as SMAC's ``position_emb_motion`` / ``position_emb_app``.
-        num_tokens: tokens the position embedding covers (SMAC: 32 × 32 = 1024).
+        image_size: side of the images the model runs on (px).  The token grid follows it: ``image_size /
+            token_stride`` tokens a side (SMAC: 32 × 32 = 1024 at 256 px, 16 × 16 at 128 px).  A part built
+            from a recipe gets the recipe's ``image_size`` (:func:`thkit.builder.build`).
+        token_stride: image pixels per token (SMAC: 8, the stride of the VQGAN latent and of the flow tokens).
+        num_tokens: tokens the position embedding covers; ``None`` (the default): ``(image_size //
+            token_stride) ** 2``.  An explicit value wins over the image size.
         masked_layers: layers whose self-attention applies the key-padding mask: a tuple of layer indices or
             ``'all'``.  SMAC applies it in the **first** layer only (fixture quirk 11), the default.
 
@@ -125,15 +145,17 @@ class RetrievalTransformer(nn.Module):
 
     def __init__(self, dim: int, num_layers: int = 2, num_heads: int = 8, ffn_dim: int | None = None,
                  kernel_size: int = 3, dropout: float = 0.0, activation: str = "gelu", norm_eps: float = 1e-5,
-                 position_embedding: bool = True, num_tokens: int = 1024,
-                 masked_layers: Sequence[int] | str = (0,), backend: str | None = None):
+                 position_embedding: bool = True, image_size: int = 256, token_stride: int = 8,
+                 num_tokens: int | None = None, masked_layers: Sequence[int] | str = (0,), backend: str | None = None):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if backend is not None:
             check_backend_name(backend)
         self.dim = dim
-        self.num_tokens = num_tokens
+        self.num_tokens = token_count(image_size, token_stride) if num_tokens is None else int(num_tokens)
+        if self.num_tokens < 1:
+            raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
         if masked_layers == "all":
             masked = tuple(range(num_layers))
         elif isinstance(masked_layers, str):
@@ -149,7 +171,7 @@ class RetrievalTransformer(nn.Module):
             for _ in range(num_layers)
         )
         if position_embedding:
-            self.position_emb = nn.Parameter(torch.zeros(num_tokens, dim))
+            self.position_emb = nn.Parameter(torch.zeros(self.num_tokens, dim))
         else:
             self.register_parameter("position_emb", None)
 

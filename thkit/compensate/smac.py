@@ -82,6 +82,13 @@ def _code_vectors(codebook, sel) -> Tensor:
     return codes if torch.is_grad_enabled() else codes.detach()
 
 
+def _with_image_size(transformer: dict | None, image_size: int) -> dict[str, Any]:
+    """The transformer's arguments with ``image_size`` filled in unless they set it."""
+    cfg = dict(transformer or {})
+    cfg.setdefault("image_size", image_size)
+    return cfg
+
+
 def _token_grid(size: Sequence[int]) -> tuple[int, int]:
     """Spatial size after :class:`~thkit.layers.vqgan.VQDownsample` (pad 1 right/bottom, 3x3 stride 2)."""
     return tuple((int(n) - 2) // 2 + 1 for n in size)  # type: ignore[return-value]
@@ -217,7 +224,9 @@ class MotionCodebookCompensation(nn.Module):
         allocation: ``allocation`` part config: the codes scale ``i`` of ``len(feature_channels)`` may use
             (SMAC: ``progressive``).
         transformer: :class:`~thkit.compensate.retrieval.RetrievalTransformer` arguments (SMAC: 2 layers,
-            8 heads, ``num_tokens`` = the token grid, 32 x 32 at 256 px).
+            8 heads; the token grid follows ``image_size``: 32 x 32 at 256 px).
+        image_size: the image side (px), handed to the transformer unless it sets its own (the builder fills
+            in the recipe's ``image_size``).
         norm_groups: GroupNorm groups of the flow encoder / decoder.
         motion_width, feature_dims, flow_dims: :class:`FlowMotionEncoder` widths; context_dim, refine_width:
             :class:`FlowRefinement` widths (SMAC 128, (128, 96), (128, 64), 192, 128).
@@ -229,7 +238,7 @@ class MotionCodebookCompensation(nn.Module):
     def __init__(self, feature_channels: Sequence[int], num_kp: int, dim: int = 32, codebook: dict | None = None,
                  allocation: dict | None = None, transformer: dict | None = None, norm_groups: int = 32,
                  motion_width: int = 128, feature_dims: Sequence[int] = (128, 96), flow_dims: Sequence[int] = (128, 64),
-                 context_dim: int = 192, refine_width: int = 128):
+                 context_dim: int = 192, refine_width: int = 128, image_size: int = 256):
         super().__init__()
         self.feature_channels = [int(c) for c in feature_channels]
         if not self.feature_channels:
@@ -242,7 +251,7 @@ class MotionCodebookCompensation(nn.Module):
         self.allocation = build("allocation", allocation or dict(type="progressive"), "allocation")
         for i in range(self.num_scales):  # fail at build time, not in the first forward
             self.allocation.indices(i, self.num_scales, self.codebook.num_codes)
-        self.transformer = RetrievalTransformer(dim, **(transformer or {}))
+        self.transformer = RetrievalTransformer(dim, **_with_image_size(transformer, image_size))
         # flow (2 ch, pixels) -> tokens at half the flow resolution; tokens -> flow (training only)
         self.flow_encoder = nn.Sequential(nn.Conv2d(2, dim, 3, padding=1), VQDownsample(dim),
                                           VQResBlock(dim, dim, norm_groups))
@@ -330,8 +339,8 @@ class AppearanceCodebookCompensation(nn.Module):
             compensator).
         patch_sizes: window size per scale, coarse to fine (filled in by the compensator).
         dim: token / code width (SMAC 256).
-        codebook, allocation, transformer: as :class:`MotionCodebookCompensation` (SMAC: 1024 x 256 codes,
-            progressive, 2 layers x 8 heads).
+        codebook, allocation, transformer, image_size: as :class:`MotionCodebookCompensation` (SMAC: 1024 x 256
+            codes, progressive, 2 layers x 8 heads).
         mask_outside: build the self-attention key-padding mask from the flow: tokens whose flow (resized to
             the token grid) points outside ``[-1, 1]`` are not attended to (SMAC: yes; the transformer's
             ``masked_layers`` says in which layers, SMAC the first only).
@@ -339,7 +348,7 @@ class AppearanceCodebookCompensation(nn.Module):
 
     def __init__(self, feature_channels: Sequence[int], patch_sizes: Sequence[int], dim: int = 256,
                  codebook: dict | None = None, allocation: dict | None = None, transformer: dict | None = None,
-                 mask_outside: bool = True):
+                 mask_outside: bool = True, image_size: int = 256):
         super().__init__()
         self.feature_channels = [int(c) for c in feature_channels]
         self.patch_sizes = [int(p) for p in patch_sizes]
@@ -355,7 +364,7 @@ class AppearanceCodebookCompensation(nn.Module):
         self.allocation = build("allocation", allocation or dict(type="progressive"), "allocation")
         for i in range(self.num_scales):
             self.allocation.indices(i, self.num_scales, self.codebook.num_codes)
-        self.transformer = RetrievalTransformer(dim, **(transformer or {}))
+        self.transformer = RetrievalTransformer(dim, **_with_image_size(transformer, image_size))
         self.embed = nn.ModuleList(WindowEmbedding(c, dim, p) for c, p in zip(self.feature_channels, self.patch_sizes))
         self.unembed = nn.ModuleList(WindowUnembedding(c, dim, p)
                                      for c, p in zip(self.feature_channels, self.patch_sizes))

@@ -208,6 +208,11 @@ def runner_kwargs(cfg, work_dir: str, resume_from: str | None = None, launcher: 
     trainer = dict(type="TalkingHeadTrainer")
     trainer.update(_plain(cfg.get("trainer")) or {})
     trainer.update(generator=model_cfg, losses=_plain(cfg.losses), discriminator=_plain(cfg.get("discriminator")))
+    from thkit.registry import MODELS
+
+    trainer_cls = MODELS.get(trainer["type"]) if isinstance(trainer["type"], str) else trainer["type"]
+    if image_size is not None and (trainer_cls is None or _accepts(trainer_cls, "image_size")):
+        trainer.setdefault("image_size", image_size)  # it hands the size to every part that takes it
 
     train_cfg = dict(_plain(cfg.train_cfg))
     if train_cfg.get("type") in (None, "IterBasedTrainLoop"):
@@ -293,8 +298,8 @@ def build_runner(recipe: str | os.PathLike, work_dir: str | None = None, resume:
         cfg_options: ``--cfg-options`` overrides.
         launcher: ``'none'`` or ``'pytorch'`` (default: ``'pytorch'`` under torchrun with more than one process).
         amp: ``'fp16'`` / ``'bf16'`` mixed precision (``'bf16'`` works on the CPU).
-        size: train at this image size, with the recipe's size-dependent settings following it
-            (:func:`thkit.recipe.size_options`; explicit ``cfg_options`` still win).
+        size: train at this image size (the recipe's ``image_size``, handed to every part that takes it;
+            explicit ``cfg_options`` still win).
     """
     from thkit._compat.mmengine import apply_engine, init_cpu_distributed
 

@@ -29,7 +29,7 @@ import torch
 from mmengine.model import BaseModel, is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
-from thkit.builder import build, build_model
+from thkit.builder import build, build_model, recipe_settings
 from thkit.errors import RecipeError, ThkitError
 from thkit.interfaces import discriminate, loss_inputs
 from thkit.losses.bundle import build_loss_bundle
@@ -81,26 +81,30 @@ class TalkingHeadTrainer(BaseModel):
             (namespace key ``last_layer``); default: the decoder's last parameter with more than one dimension.
         check_finite: stop on a non-finite loss or gradient (:class:`NonFiniteLossError`).
         input_range: value range of the images (for validation clamping); default: the generator's.
+        image_size: the recipe's ``image_size``, handed to every part of the generator, the losses and the
+            discriminator that takes it (:func:`thkit.builder.build`); ``thkit train`` passes it.
     """
 
     def __init__(self, generator: dict | torch.nn.Module, losses: dict, discriminator: dict | None = None,
                  data_preprocessor: dict | None = None, last_layer: str | None = None, check_finite: bool = True,
-                 input_range: Sequence[float] | None = None, init_cfg: dict | None = None):
+                 input_range: Sequence[float] | None = None, init_cfg: dict | None = None,
+                 image_size: int | None = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="BaseDataPreprocessor"), init_cfg=init_cfg)
-        gen_cfg = generator.to_dict() if hasattr(generator, "to_dict") else generator
-        self.generator = build_model(gen_cfg)
-        if losses is None or (isinstance(losses, Mapping) and not losses):
-            raise RecipeError("losses", "training needs a 'losses' dict in the recipe (named, weighted losses)")
-        self.losses = build_loss_bundle(losses.to_dict() if hasattr(losses, "to_dict") else losses)
-        self.adversarial_terms = [n for n, t in self.losses.terms.items() if hasattr(t, "discriminator_loss")]
-        self.discriminator = None
-        if self.adversarial_terms:
-            if discriminator is None:
-                names = ", ".join(self.adversarial_terms)
-                raise RecipeError("discriminator", f"losses {names} are adversarial but the recipe defines no "
-                                  "discriminator")
-            d_cfg = discriminator.to_dict() if hasattr(discriminator, "to_dict") else discriminator
-            self.discriminator = build("discriminator", d_cfg, path="discriminator")
+        with recipe_settings(image_size=image_size):
+            gen_cfg = generator.to_dict() if hasattr(generator, "to_dict") else generator
+            self.generator = build_model(gen_cfg)
+            if losses is None or (isinstance(losses, Mapping) and not losses):
+                raise RecipeError("losses", "training needs a 'losses' dict in the recipe (named, weighted losses)")
+            self.losses = build_loss_bundle(losses.to_dict() if hasattr(losses, "to_dict") else losses)
+            self.adversarial_terms = [n for n, t in self.losses.terms.items() if hasattr(t, "discriminator_loss")]
+            self.discriminator = None
+            if self.adversarial_terms:
+                if discriminator is None:
+                    names = ", ".join(self.adversarial_terms)
+                    raise RecipeError("discriminator", f"losses {names} are adversarial but the recipe defines no "
+                                      "discriminator")
+                d_cfg = discriminator.to_dict() if hasattr(discriminator, "to_dict") else discriminator
+                self.discriminator = build("discriminator", d_cfg, path="discriminator")
         self.last_layer_path = last_layer
         self.check_finite = bool(check_finite)
         rng = input_range if input_range is not None else getattr(self.generator, "input_range", (0.0, 1.0))

@@ -219,6 +219,24 @@ def scales_that_fit(size: int, scales: Sequence[float] = PYRAMID_SCALES,
     return [float(s) for s in scales if min(pyramid_level_size(size, size, float(s), pyramid_mode)) >= need]
 
 
+def _scales_for_size(size: int, scales: Sequence[float], layer_weights: Sequence[float], mode: str) -> list[float]:
+    """:func:`scales_that_fit`, or a ``ValueError`` naming the smallest image size that keeps a scale."""
+    if size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {size}")
+    if not scales or any(not 0 < float(s) <= 1 for s in scales):
+        return list(scales)  # ImagePyramid names what is wrong with them
+    fit = scales_that_fit(size, scales, layer_weights, mode)
+    if not fit:
+        n = slices_used(layer_weights)
+        need = vgg_min_size(n)
+        top = max(float(s) for s in scales)
+        least = next(k for k in range(need, need * 4096) if min(pyramid_level_size(k, k, top, mode)) >= need)
+        raise ValueError(f"image_size={size} px: no pyramid scale of {[float(s) for s in scales]} leaves the image "
+                         f"the {need} px that VGG-19 needs up to relu{n}_1; use images of at least {least} px, "
+                         f"larger scales or fewer layer_weights")
+    return fit
+
+
 class ImagePyramid(nn.Module):
     """Anti-aliased image pyramid (FOMM ``ImagePyramide``): ``forward(x) -> [D_s(x) for s in scales]``.
 
@@ -255,6 +273,9 @@ class PerceptualPyramidLoss(Loss):
         layer_weights: weights of relu1_1 ... relu5_1 (FOMM/TPSMM/MRFA ``[10] * 5``, SMAC ``[1] * 5``); trailing
             zero weights skip the deeper VGG slices.
         scales: pyramid scales (``[1, 0.5, 0.25, 0.125]`` in all four methods).
+        image_size: the side of the images the loss will see (the builder hands it the recipe's): only the
+            ``scales`` at which such an image is still large enough for the VGG slices used are kept
+            (:func:`scales_that_fit`); ``None``: all of them, checked at each call.
         pyramid_mode: ``'slice'`` (FOMM, SMAC) or ``'nearest'`` (TPSMM), the anti-aliased subsampling.
         input_range: value range of the images given to the loss (``(0, 1)`` FOMM/TPSMM, ``(-1, 1)`` SMAC); they
             are mapped to [0, 1] (before the pyramid) and then ImageNet-normalised.
@@ -272,13 +293,16 @@ class PerceptualPyramidLoss(Loss):
     def __init__(self, weight: float = 1.0, layer_weights: Sequence[float] = FOMM_LAYER_WEIGHTS,
                  scales: Sequence[float] = PYRAMID_SCALES, pyramid_mode: str = "slice",
                  input_range: Sequence[float] = (0.0, 1.0), official_smac_range_quirk: bool = False,
-                 vgg_weights: str | os.PathLike | None = None, allow_random: bool = False, num_channels: int = 3):
+                 vgg_weights: str | os.PathLike | None = None, allow_random: bool = False, num_channels: int = 3,
+                 image_size: int | None = None):
         super().__init__(weight)
         layer_weights = [float(w) for w in layer_weights]
         if not 1 <= len(layer_weights) <= 5:
             raise ValueError(f"layer_weights needs 1..5 entries (relu1_1..relu5_1), got {len(layer_weights)}")
         if num_channels != 3:
             raise ValueError(f"VGG-19 takes RGB images: num_channels must be 3, got {num_channels}")
+        if image_size is not None:
+            scales = _scales_for_size(int(image_size), scales, layer_weights, pyramid_mode)
         self.layer_weights = layer_weights
         self.num_slices = slices_used(layer_weights)
         self.input_range = as_range(input_range)
