@@ -221,3 +221,70 @@ def test_b2_b3_cpu_distributed(monkeypatch):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_b4_short_training_prints_no_mmengine_deprecation(tmp_path, capfd):
+    """A short `fomm/small` training run (what `thkit train` and `thkit demo` do) emits no DeprecationWarning
+    from mmengine and logs none of mmengine's "will be deprecated" lines."""
+    import warnings
+
+    from thkit._compat.mmengine import FILE_CLIENT_DEPRECATIONS
+    from thkit.datasets.synthetic import write_synthetic_dataset
+    from thkit.engine.runner import build_runner
+
+    synth = dict(videos=2, frames=4, seed=0)
+    root = write_synthetic_dataset(tmp_path / "data", size=64, progress=False, **synth)
+    opts = {"image_size": 64, "losses.perceptual.scales": [1, 0.5], "train_dataloader.batch_size": 2,
+            "train_dataloader.num_workers": 0, "train_dataloader.persistent_workers": False,
+            "train_dataloader.dataset.root": str(root), "train_dataloader.dataset.synth": synth,
+            "val_dataloader.dataset.root": str(root), "val_dataloader.dataset.synth": synth,
+            "val_dataloader.dataset.max_frames": 2, "train_cfg.max_iters": 2, "train_cfg.val_interval": 2,
+            "default_hooks.checkpoint.interval": 2, "default_hooks.logger.interval": 1}
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runner = build_runner("fomm/small", work_dir=str(tmp_path / "run"), cfg_options=opts)
+            runner.train()
+    finally:
+        torch.set_num_threads(n)
+    assert (tmp_path / "run" / "iter_2.pth").is_file()  # the checkpoint hook ran (and built mmengine's FileClient)
+    from_mmengine = [w for w in caught if issubclass(w.category, DeprecationWarning)
+                     and ("mmengine" in w.filename or "mmengine" in str(w.message))]
+    assert not from_mmengine, [f"{w.filename}:{w.lineno}: {w.message}" for w in from_mmengine]
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert "Iter(train) [2/2]" in log  # the log was captured
+    assert not any(p in log for p in FILE_CLIENT_DEPRECATIONS)
+    assert "will be deprecated" not in log and "DeprecationWarning" not in log
+
+
+def test_b4_only_the_two_file_client_lines_are_dropped():
+    from mmengine.fileio import FileClient
+    from mmengine.fileio.file_client import HardDiskBackend
+    from mmengine.logging import MMLogger
+
+    from thkit._compat.mmengine import FILE_CLIENT_DEPRECATIONS, without_file_client_deprecation
+
+    logger = MMLogger.get_current_instance()
+    seen = []
+
+    class Keep:
+        def filter(self, record):
+            seen.append(record.getMessage())
+            return False  # keep the test's output quiet
+
+    keep = Keep()
+    with without_file_client_deprecation() as drop:
+        logger.addFilter(keep)  # runs after the drop filter: sees what is left
+        try:
+            FileClient.infer_client(None, "/tmp")  # its backend may be cached from an earlier test: built below
+            HardDiskBackend()
+            logger.warning("a real warning")
+            logger.warning("FileClient will be deprecated")  # not the exact line: kept
+        finally:
+            logger.removeFilter(keep)
+    assert all(any(m.startswith(p) for m in drop.dropped) for p in FILE_CLIENT_DEPRECATIONS)
+    assert seen == ["a real warning", "FileClient will be deprecated"]
+    assert drop not in logger.filters  # removed on exit

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os.path as osp
@@ -75,6 +76,10 @@ def apply() -> None:
 #      :func:`init_cpu_distributed` initialises the process group first (the Runner then skips its own init).
 #  B3  the Runner passes ``device_ids=[LOCAL_RANK]`` to DDP, which CPU modules reject.  Fix:
 #      :func:`ddp_wrapper_cfg` sets ``device_ids=None`` on CPU.
+#  B4  ``CheckpointHook.before_train`` always builds a ``FileClient`` "to keep backward compatibility" (unused
+#      when ``file_client_args`` is None, as in every thkit recipe), and ``FileClient`` / ``HardDiskBackend`` log
+#      that they "will be deprecated": two WARNING lines in every training log and demo that nobody can act on.
+#      Fix: :func:`without_file_client_deprecation` drops exactly those two records while the hook runs.
 # ==========================================================================================================
 _ENGINE_APPLIED = False
 _PLAIN_TAG = "__thkit_plain__"
@@ -270,6 +275,41 @@ def save_checkpoint_with_step(hook, runner, step: int, meta: dict) -> None:
             hook.file_backend.remove(path)
         elif hook.file_backend.isdir(path):
             hook.file_backend.rmtree(path)
+
+
+#: the start of the two log lines mmengine's ``FileClient`` and ``HardDiskBackend`` print when built (B4)
+FILE_CLIENT_DEPRECATIONS = ('"FileClient" will be deprecated in future',
+                            '"HardDiskBackend" is the alias of "LocalBackend" and the former will be deprecated')
+
+
+class _DropMessages:
+    """A ``logging`` filter that drops records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        self.prefixes = prefixes
+        self.dropped: list[str] = []
+
+    def filter(self, record) -> bool:
+        message = str(record.getMessage())
+        if message.startswith(self.prefixes):
+            self.dropped.append(message)
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def without_file_client_deprecation():
+    """Within the block, mmengine's current logger drops the ``FileClient`` / ``HardDiskBackend`` deprecation
+    lines (B4) and nothing else.  mmengine logs them with ``print_log(logger='current')``."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    drop = _DropMessages(FILE_CLIENT_DEPRECATIONS)
+    logger.addFilter(drop)
+    try:
+        yield drop
+    finally:
+        logger.removeFilter(drop)
 
 
 def init_cpu_distributed(backend: str = "gloo", timeout_s: float | None = None) -> bool:

@@ -31,7 +31,7 @@ import torch
 from mmengine.dist import is_main_process, master_only
 from mmengine.hooks import CheckpointHook, Hook
 
-from thkit._compat.mmengine import save_checkpoint_with_step
+from thkit._compat.mmengine import save_checkpoint_with_step, without_file_client_deprecation
 from thkit.engine.rng import capture_rng_state, isolated_rng
 from thkit.registry import HOOKS
 
@@ -60,6 +60,13 @@ class AtomicCheckpointHook(CheckpointHook):
     ``last_checkpoint`` atomically after the checkpoint is complete, deletes old checkpoints only after
     that, and stores the random generators' states so that ``--resume`` continues the exact random stream.
     Same arguments as mmengine's ``CheckpointHook``."""
+
+    def before_train(self, runner) -> None:
+        if self.file_client_args is None:  # B4 in thkit._compat.mmengine: mmengine's unused FileClient
+            with without_file_client_deprecation():
+                super().before_train(runner)
+        else:  # asked for a FileClient: mmengine's notes apply
+            super().before_train(runner)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         save_checkpoint_with_step(self, runner, step, meta)
