@@ -167,7 +167,16 @@ def test_train_cli_fomm_small_64px(tmp_path, synth_root):
 
     cfg = load_recipe(wd / "recipe.py")
     assert cfg.image_size == 64 and cfg.model.type == "TalkingHeadModel"
-    load_into(build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")), wd / "weights.pth")
+    exported = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size"))
+    load_into(exported, wd / "weights.pth")
+    # ... and so does the model folder, with no recipe and no size given, to the same outputs
+    import thkit
+
+    folder_model = thkit.create_model(wd / "model")
+    assert folder_model.meta["image_size"] == 64 and (wd / "model" / "model.safetensors").is_file()
+    x, y = torch.rand(2, 1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(folder_model(x, y)["prediction"], exported.eval()(x, y)["prediction"])
     events = list(wd.glob("*/vis_data/events.out.tfevents.*"))
     try:
         import tensorboard  # noqa: F401

@@ -10,7 +10,7 @@ from thkit import _compat  # noqa: F401  (mmengine on today's torch/setuptools; 
 
 __version__ = "0.1.0"
 
-_API = ("animate", "convert", "create_model", "list_models", "load_recipe", "model_info")
+_API = ("animate", "convert_checkpoint", "create_model", "list_models", "load_recipe", "model_info")
 __all__ = ["__version__", *_API]
 
 

@@ -27,7 +27,7 @@ import torch
 from thkit.errors import CheckpointError, RecipeError
 from thkit.recipe import recipe_index, recipe_summary
 
-__all__ = ["animate", "build_parts", "convert", "create_model", "list_models", "load_recipe", "model_info"]
+__all__ = ["animate", "build_parts", "convert_checkpoint", "create_model", "list_models", "load_recipe", "model_info"]
 
 
 def list_models(pattern: str | None = None, *, with_summary: bool = False) -> list[str] | list[tuple[str, str]]:
@@ -117,14 +117,20 @@ def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
         weights = checkpoint
     if weights is not None and not Path(weights).exists():
         raise CheckpointError(f"checkpoint {weights} does not exist")
-    model, nets = build_parts(cfg, extra)
+    try:
+        model, nets = build_parts(cfg, extra)
+    except RecipeError as e:
+        if not folder_meta:
+            raise
+        from thkit.model_folder import RECIPE
+
+        raise RecipeError("", f"{Path(name_or_path) / RECIPE}: {e}") from e
     if weights is not None:
         try:
             load_into(model, weights, fmt=checkpoint_format, trusted=trusted, extra=nets)
         except CheckpointError as e:
-            where = folder_meta.get("image_size")
-            hint = "" if where is None else f" (the folder was written at image size {where})"
-            raise CheckpointError(f"checkpoint {weights} does not fit {name_or_path}{hint}: {e}") from e
+            raise CheckpointError(f"checkpoint {weights}{_what_it_is(weights, checkpoint_format, trusted)} does "
+                                  f"not fit recipe {name_or_path}: {e}") from e
     model.recipe = cfg
     model.meta = {"image_size": int(cfg.get("image_size", 256)),
                   "input_range": tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0))),
@@ -136,6 +142,25 @@ def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
     return model.to(device) if device is not None else model
 
 
+def _what_it_is(path: str | os.PathLike, fmt: str, trusted: bool) -> str:
+    """' (a tpsmm checkpoint, detected)', ' (a model folder written at 256 px)', ... for error messages."""
+    from thkit.checkpoint import FORMAT, detect_format, torch_load
+    from thkit.model_folder import is_model_folder, read_recipe
+
+    try:
+        if is_model_folder(path):
+            _, meta = read_recipe(path)
+            return f" (a model folder of {meta.get('method', 'a thkit model')} at {meta.get('image_size')} px)"
+        obj = torch_load(path, trusted=trusted)
+        if isinstance(obj, dict) and obj.get("format") == FORMAT:
+            size = (obj.get("meta") or {}).get("image_size")
+            return " (a thkit checkpoint" + (f" trained at {size} px)" if size else ")")
+        method = fmt if fmt != "auto" else detect_format(obj)
+        return "" if method == "unknown" else f" (an official {method} checkpoint)"
+    except Exception:  # noqa: BLE001 - only a hint for a message
+        return ""
+
+
 def model_info(model: torch.nn.Module) -> dict[str, Any]:
     """``model.meta`` of a model from :func:`create_model` (image size, input range, weights)."""
     meta = getattr(model, "meta", None)
@@ -144,7 +169,7 @@ def model_info(model: torch.nn.Module) -> dict[str, Any]:
     return meta
 
 
-def convert(sources: str | os.PathLike | list, output: str | os.PathLike, *, method: str = "auto",
+def convert_checkpoint(sources: str | os.PathLike | list, output: str | os.PathLike, *, method: str = "auto",
             config: str | os.PathLike | Mapping[str, Any] | None = None, recipe: str | os.PathLike | None = None,
             patches: Mapping[str, Any] | None = None, trusted: bool = False, **options: Any) -> Path:
     """Convert official checkpoint file(s) into a model folder (``model.safetensors`` + ``recipe.json`` +

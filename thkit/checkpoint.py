@@ -8,43 +8,16 @@ dicts, lists, strings, numbers and tensors are stored, so :func:`torch.load` wit
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
-from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 import torch
 
 from thkit.errors import CheckpointError
+from thkit.fileio import atomic_save, atomic_write  # noqa: F401  (re-exported: thkit.checkpoint.atomic_write)
 
 FORMAT = "thkit-ckpt/1"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> Path:
-    """Call ``write(file)`` on a temporary file in the same folder, fsync, then rename it over ``path``.
-
-    A crash (or an exception in ``write``) leaves the previous ``path`` intact and no temporary file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through :func:`atomic_write`."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path: str | os.PathLike, state_dicts: dict[str, dict[str, torch.Tensor]], meta: dict | None = None) -> Path:

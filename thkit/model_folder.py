@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from thkit.checkpoint import atomic_write
+from thkit.fileio import atomic_write
 from thkit.errors import CheckpointError, RecipeError
 
 FORMAT = "thkit-model/1"

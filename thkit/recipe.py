@@ -20,18 +20,92 @@ from mmengine.config import Config
 
 from thkit.errors import RecipeError
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPE_GROUP = "thkit.recipes"  # entry points: name = "package.with.a.recipes.folder"
+
+
+def _builtin_recipes_dir() -> Path:
+    """The built-in recipes: ``thkit/recipes`` in an installed wheel (the repository's top-level ``recipes/``
+    mapped into the package by setup.py), the repository's ``recipes/`` in a checkout or an editable install."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("thkit.recipes")
+    except (ImportError, ValueError):
+        spec = None
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        if Path(loc).is_dir():
+            return Path(loc)
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+RECIPES_DIR = _builtin_recipes_dir()
+
+
+def recipe_roots() -> list[tuple[str, Path]]:
+    """``(origin, folder)`` of every recipe collection: the built-in one first, then each plugin's
+    (``thkit.recipes`` entry points naming a package whose folder holds ``<method>/<variant>.py``)."""
+    import importlib.metadata
+    import importlib.util
+
+    roots = [("built-in", RECIPES_DIR)]
+    if os.environ.get("THKIT_NO_PLUGINS", "").strip().lower() in ("1", "true", "yes", "on"):
+        return roots
+    for ep in importlib.metadata.entry_points(group=RECIPE_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        try:
+            spec = importlib.util.find_spec(ep.value)
+            locs = list(spec.submodule_search_locations or []) if spec is not None else []
+        except (ImportError, ValueError):
+            locs = []
+        for loc in locs:
+            if Path(loc).is_dir():
+                roots.append((f"plugin {ep.name} ({dist})", Path(loc)))
+                break
+    return roots
+
+
+def recipe_index() -> dict[str, tuple[Path, str]]:
+    """Every recipe by name (``fomm/vox256``): ``(file, origin)``; a built-in name wins over a plugin's."""
+    index: dict[str, tuple[Path, str]] = {}
+    for origin, root in recipe_roots():
+        for f in sorted(root.rglob("*.py")):
+            rel = f.relative_to(root)
+            if "_base_" in rel.parts or f.name.startswith("__"):
+                continue
+            index.setdefault(rel.with_suffix("").as_posix(), (f, origin))
+    return index
 
 
 def find_recipe(name: str | os.PathLike) -> Path:
-    """A recipe path as given, or relative to the repository's ``recipes/`` (``fomm/vox256``)."""
+    """A recipe file as given, or a recipe name (``fomm/vox256``, built-in or a plugin's); an unknown name is a
+    RecipeError naming the closest recipes."""
+    from thkit.errors import suggest
+
     p = Path(name)
     if p.is_file():
         return p
-    for cand in (RECIPES_DIR / p, RECIPES_DIR / p.with_suffix(".py")):
-        if cand.is_file():
-            return cand
-    raise RecipeError("", f"recipe file not found: {name}")
+    index = recipe_index()
+    key = p.with_suffix("").as_posix() if p.suffix == ".py" else p.as_posix()
+    key = key.removeprefix("recipes/")
+    if key in index:
+        return index[key][0]
+    if p.is_absolute() or p.suffix == ".py":
+        raise RecipeError("", f"recipe file not found: {name}")
+    raise RecipeError("", f"no recipe {str(name)!r} (not a file, not a recipe name); {suggest(key, index)} "
+                          f"(`thkit list --recipes` lists them)")
+
+
+def recipe_summary(path: str | os.PathLike) -> str:
+    """A recipe's first comment line (``# ...`` before any code), or its docstring's first line."""
+    for line in Path(path).read_text().splitlines():
+        s = line.strip()
+        if s.startswith("#"):
+            return s.lstrip("#").strip()
+        if s[:3] in ('"' * 3, "'" * 3):
+            return s.strip("\"'").strip()
+        if s:
+            break
+    return ""
 
 
 def load_recipe(path: str | os.PathLike, cfg_options: dict[str, Any] | None = None,
@@ -78,9 +152,10 @@ def _recipe_frame(exc: BaseException, path: Path) -> str:
 
 
 def list_recipes(root: str | os.PathLike | None = None) -> list[Path]:
-    """Every recipe under ``recipes/`` except the shared parts in ``_base_``."""
-    root = Path(root) if root else RECIPES_DIR
-    return sorted(p for p in root.rglob("*.py") if "_base_" not in p.parts)
+    """Every recipe file (built-in and plugins', or under ``root``) except the shared parts in ``_base_``."""
+    if root is not None:
+        return sorted(p for p in Path(root).rglob("*.py") if "_base_" not in p.relative_to(root).parts)
+    return sorted(f for f, _ in recipe_index().values())
 
 
 def build_from_recipe(cfg: Config):

@@ -23,8 +23,46 @@ import torch
 import torch.nn.functional as F
 
 from thkit.attention._masks import canonical_mask, dead_rows, to_additive, zero_dead_rows
+from thkit.errors import ThkitError, suggest
 from thkit.interfaces import AttentionBackend
 from thkit.registry import ATTENTION_BACKENDS
+
+_INSTANCES: dict[tuple[str, type], object] = {}
+
+
+class UnknownBackendError(ThkitError, ValueError):
+    """No attention backend of that name is registered."""
+
+
+class BackendUnavailableError(ThkitError, RuntimeError):
+    """The attention backend exists but cannot run in this process (missing package, no CUDA, ...)."""
+
+
+def registered_backends() -> list[str]:
+    """Names of every registered attention backend, sorted."""
+    return sorted(ATTENTION_BACKENDS.module_dict)
+
+
+def check_backend_name(name: str, where: str = "") -> str:
+    """Return ``name`` if it is a registered backend, else raise :class:`UnknownBackendError`."""
+    if not isinstance(name, str) or name not in ATTENTION_BACKENDS.module_dict:
+        src = f" (from {where})" if where else ""
+        raise UnknownBackendError(
+            f"unknown attention backend {name!r}{src}; {suggest(str(name), registered_backends())} "
+            f"(registered: {', '.join(registered_backends())})"
+        )
+    return name
+
+
+def get_backend(name: str):
+    """The (cached) backend object registered as ``name``."""
+    check_backend_name(name)
+    cls = ATTENTION_BACKENDS.module_dict[name]
+    key = (name, cls)
+    if key not in _INSTANCES:
+        _INSTANCES[key] = cls()
+    return _INSTANCES[key]
+
 
 Tensor = torch.Tensor
 
@@ -219,8 +257,6 @@ class XFormersAttention(_Backend):
             )
         ok, why = self._probe()
         if not ok:
-            from thkit.attention.dispatch import BackendUnavailableError
-
             raise BackendUnavailableError(f"attention backend 'xformers' is unavailable: {why}")
         import xformers.ops as xops
 
@@ -246,8 +282,6 @@ class AutoAttention(_Backend):
         return True
 
     def choose(self, q: Tensor | None = None) -> str:
-        from thkit.attention.dispatch import get_backend
-
         for name in AUTO_ORDER:
             b = get_backend(name)
             if b.available() and (q is None or b.supports(q)):
@@ -266,6 +300,4 @@ class AutoAttention(_Backend):
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, scale: float | None = None,
                  dropout_p: float = 0.0) -> Tensor:
-        from thkit.attention.dispatch import get_backend
-
         return get_backend(self.choose(q))(q, k, v, mask=mask, scale=scale, dropout_p=dropout_p)

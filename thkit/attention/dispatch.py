@@ -21,10 +21,14 @@ from contextlib import contextmanager
 
 import torch
 
-from thkit.attention import backends as _backends  # noqa: F401  (registers the built-in backends)
+from thkit.attention.backends import (  # noqa: F401  (importing it registers the built-in backends)
+    BackendUnavailableError,
+    UnknownBackendError,
+    check_backend_name,
+    get_backend,
+    registered_backends,
+)
 from thkit.attention._masks import key_padding_to_mask, merge_masks
-from thkit.errors import ThkitError, suggest
-from thkit.registry import ATTENTION_BACKENDS
 
 Tensor = torch.Tensor
 
@@ -32,43 +36,6 @@ ENV_VAR = "THKIT_ATTENTION"
 
 _CONTEXT: contextvars.ContextVar[str | None] = contextvars.ContextVar("thkit_attention_backend", default=None)
 _GLOBAL: str | None = None
-_INSTANCES: dict[tuple[str, type], object] = {}
-
-
-class UnknownBackendError(ThkitError, ValueError):
-    """No attention backend of that name is registered."""
-
-
-class BackendUnavailableError(ThkitError, RuntimeError):
-    """The attention backend exists but cannot run in this process (missing package, no CUDA, ...)."""
-
-
-def registered_backends() -> list[str]:
-    """Names of every registered attention backend, sorted."""
-    return sorted(ATTENTION_BACKENDS.module_dict)
-
-
-def check_backend_name(name: str, where: str = "") -> str:
-    """Return ``name`` if it is a registered backend, else raise :class:`UnknownBackendError`."""
-    if not isinstance(name, str) or name not in ATTENTION_BACKENDS.module_dict:
-        src = f" (from {where})" if where else ""
-        raise UnknownBackendError(
-            f"unknown attention backend {name!r}{src}; {suggest(str(name), registered_backends())} "
-            f"(registered: {', '.join(registered_backends())})"
-        )
-    return name
-
-
-def get_backend(name: str):
-    """The (cached) backend object registered as ``name``."""
-    check_backend_name(name)
-    cls = ATTENTION_BACKENDS.module_dict[name]
-    key = (name, cls)
-    if key not in _INSTANCES:
-        _INSTANCES[key] = cls()
-    return _INSTANCES[key]
-
-
 def default_backend_name() -> str:
     """The backend a call with ``backend=None`` uses (before ``'auto'`` is resolved)."""
     ctx = _CONTEXT.get()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 EXIT_USER_ERROR = 2
@@ -66,3 +67,45 @@ def batch_size(args, device) -> int:
     from thkit.inference.stream import resolve_batch_size
 
     return resolve_batch_size(args.batch_size, device)
+
+
+def load_model(recipe, checkpoint=None,
+               random_weights: bool = False, checkpoint_format: str = "auto", trusted: bool = False,
+               cfg_options: dict | None = None, device="cpu", seed: int = 0,
+               size: int | None = None):
+    """:func:`thkit.api.create_model` for the commands: a recipe (or a model folder as ``recipe`` or
+    ``checkpoint``) with weights, in eval mode.  Returns ``(model, cfg)``.
+
+    Without a checkpoint (and not a model folder), ``random_weights=True`` must be given (smoke tests): a model
+    is never silently left with random weights.
+    """
+    import torch
+
+    from thkit.api import create_model
+    from thkit.errors import CheckpointError, ThkitError
+    from thkit.inference.errors import InferenceError, InputFileError
+    from thkit.model_folder import is_model_folder
+
+    if recipe is None:
+        if checkpoint is None or not is_model_folder(checkpoint):
+            raise InferenceError("no recipe: pass --recipe NAME, or --checkpoint with a model folder (which holds "
+                                 "its recipe)")
+        recipe, checkpoint = checkpoint, None
+    folder = is_model_folder(recipe)
+    if checkpoint is None and not random_weights and not folder:
+        raise InferenceError("no weights: pass --checkpoint (a model folder, a thkit checkpoint or an official one), "
+                             "or --random-weights for a smoke test with an untrained model")
+    if (checkpoint is not None or folder) and random_weights:
+        raise InferenceError("--checkpoint (or a model folder) and --random-weights exclude each other")
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise InputFileError(f"checkpoint {checkpoint} does not exist")
+    torch.manual_seed(seed)
+    try:
+        model = create_model(recipe, size=size, checkpoint=checkpoint, cfg_options=cfg_options, device=device,
+                             checkpoint_format=checkpoint_format, trusted=trusted)
+    except ThkitError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a converter tripping over a foreign file
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit recipe {recipe}: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    return model, model.recipe

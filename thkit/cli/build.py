@@ -188,9 +188,9 @@ def cmd_convert(args) -> int:
         path = convert_file(args.source, out, method=args.from_, trusted=args.trusted, **opts)
         print(f"wrote {path} (a thkit checkpoint; -o FOLDER/ with --config or --recipe writes a model folder)")
         return 0
-    from thkit.api import convert
+    from thkit.api import convert_checkpoint
 
-    path = convert(args.source, out, method=args.from_, config=args.config, recipe=args.recipe,
+    path = convert_checkpoint(args.source, out, method=args.from_, config=args.config, recipe=args.recipe,
                    trusted=args.trusted, **opts)
     print(f"wrote model folder {path} (model.safetensors, recipe.json, meta.json); load it with "
           f"thkit.create_model('{path}') or --checkpoint {path}")

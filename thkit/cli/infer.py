@@ -8,11 +8,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from thkit.cli._common import add_model_args, batch_size, console, set_threads
+from thkit.cli._common import add_model_args, batch_size, console, load_model, set_threads
 
 
 def cmd_animate(args) -> int:
-    from thkit.inference.animate import animate_video, load_model, motion_settings, resolve_device
+    from thkit.inference.animate import animate_video, motion_settings, resolve_device
 
     device = resolve_device(args.device)
     set_threads(args)
@@ -41,7 +41,7 @@ def cmd_animate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from thkit.inference.animate import load_model, motion_settings, resolve_device
+    from thkit.inference.animate import motion_settings, resolve_device
     from thkit.inference.errors import InferenceError, InputFileError
     from thkit.inference.evaluate import build_metrics, evaluate, summarize, write_json
     from thkit.metrics.report import results_table

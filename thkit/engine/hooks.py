@@ -441,12 +441,16 @@ class ExportWeightsHook(Hook):
 
     Args:
         filename: file name inside the work dir.
+        folder: also write a model folder (safetensors weights, recipe.json, meta.json) under this name inside
+            the work dir, loadable with ``thkit.create_model(FOLDER)`` or ``--checkpoint FOLDER`` with no recipe;
+            ``None`` to skip.
     """
 
     priority = "LOWEST"
 
-    def __init__(self, filename: str = "weights.pth"):
+    def __init__(self, filename: str = "weights.pth", folder: str | None = "model"):
         self.filename = filename
+        self.folder = folder
 
     @master_only
     def after_train(self, runner) -> None:
@@ -463,8 +467,19 @@ class ExportWeightsHook(Hook):
                 "recipe": osp.join(runner.work_dir, "recipe.py")}
         if ema is not None:
             meta["ema_decay"] = ema.decay
+        size = runner.cfg.get("image_size")
+        if size is not None:
+            meta["image_size"] = int(size)
         path = save_checkpoint(osp.join(runner.work_dir, self.filename), sds, meta)
         runner.logger.info(f"generator weights written to {path}")
+        if self.folder:
+            from thkit.model_folder import save_model_folder
+
+            recipe = {k: v for k, v in runner.cfg.to_dict().items() if not k.startswith("_")}
+            folder = save_model_folder(osp.join(runner.work_dir, self.folder),
+                                       {k: v for k, v in sds.items() if k in ("model", "discriminator")}, recipe,
+                                       {"method": str(runner.experiment_name), **meta})
+            runner.logger.info(f"model folder written to {folder} (thkit.create_model('{folder}'))")
 
 
 __all__ = ["AtomicCheckpointHook", "ExportWeightsHook", "GeneratorEMAHook", "ProgressBarHook", "SampleGridHook",

