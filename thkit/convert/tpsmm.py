@@ -25,6 +25,7 @@ so load them into a recipe with ``model.motion.background_predictor=None``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ import torch
 from thkit.convert._rules import (AFFINE, BN, CONV, CONV_NOBIAS, KERNEL, LINEAR, NetRules, Rule, convert_networks,
                                  match_score)
 from thkit.convert.base import Converter
+from thkit.convert.fomm import _base_recipe, _image_size, _official_sections, _plain, _Section, _set_present
 from thkit.registry import CONVERTERS
 
 Tensor = torch.Tensor
@@ -125,6 +127,75 @@ _REQUIRED_NETS = ("kp_detector", "dense_motion_network", "inpainting_network")
 _IGNORED_TOP = ("optimizer", "optimizer_bg_predictor", "optimizer_avd", "epoch")
 
 
+#: sections of the whole official yaml: mapped besides ``model_params``, and ignored (no effect on the networks)
+_TOP = ("dataset_params",)
+_TOP_IGNORED = ("train_params", "train_avd_params", "visualizer_params", "reconstruction_params", "animate_params")
+#: the widths the official code hard-codes (torchvision's ResNet-18, the background stem, the AVD MLP), which the
+#: parity fixture patched (``meta['fixture_patches']``)
+_PATCH_DEFAULTS = {"resnet18_stage_widths": [64, 128, 256, 512], "bg_predictor_conv1_out_channels": 64,
+                   "avd_hidden_widths": [256, 512, 1024]}
+
+
+def _widths(patches: _Section, key: str, n: int) -> list[int]:
+    value = patches.get(key, _PATCH_DEFAULTS[key], list)
+    if len(value) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise patches.error(key, f"expected {n} positive integers, got {value!r}")
+    return value
+
+
+def _tpsmm_recipe(config: Any, patches: Mapping[str, Any] | None, image_size: int | None) -> dict[str, Any]:
+    """:meth:`TPSMMConverter.recipe_from_official`."""
+    model_params, whole = _official_sections("TPSMM", config, _TOP, _TOP_IGNORED)
+    p = _Section("TPSMM", patches, "patches")
+    resnet = _widths(p, "resnet18_stage_widths", 4)
+    bg_stem = p.get("bg_predictor_conv1_out_channels", _PATCH_DEFAULTS["bg_predictor_conv1_out_channels"], int)
+    if bg_stem != resnet[0]:
+        raise p.error("bg_predictor_conv1_out_channels", f"{bg_stem}: thkit's ResNet-18 stem has the first stage "
+                                                         f"width ({resnet[0]}), as the official one has (64 = 64)")
+    avd_hidden = _widths(p, "avd_hidden_widths", 3)
+    p.done()
+    recipe = _base_recipe("tpsmm/vox256")
+    m = recipe["model"]
+
+    common = model_params.section("common_params")
+    num_tps, channels = common.get("num_tps", kind=int), common.get("num_channels", kind=int)
+    bg, multi_mask = common.get("bg", kind=bool), common.get("multi_mask", True, bool)
+    common.done()
+    if channels != 3:
+        raise common.error("num_channels", f"{channels}: the official keypoint detector and background predictor "
+                                           f"are torchvision ResNet-18s on 3-channel images (6 for the pair)")
+
+    m["keypoint_detector"].update(num_tps=num_tps, num_channels=channels, stage_widths=resnet)
+    dm = model_params.section("dense_motion_params")
+    m["motion"].update(
+        num_tps=num_tps, num_channels=channels, block_expansion=dm.get("block_expansion", kind=int),
+        max_features=dm.get("max_features", kind=int), num_blocks=dm.get("num_blocks", kind=int),
+        scale_factor=dm.get("scale_factor", 0.25, float), kp_variance=dm.get("kp_variance", 0.01, float),
+        multi_mask=multi_mask, background_predictor=dict(stage_widths=resnet) if bg else None, use_background=bg)
+    dm.done()
+
+    gen = model_params.section("generator_params")
+    widths = dict(block_expansion=gen.get("block_expansion", kind=int),
+                  max_features=gen.get("max_features", kind=int), num_down_blocks=gen.get("num_down_blocks", kind=int))
+    gen.done()
+    m["encoder"].update(in_channels=channels, **widths)
+    m["decoder"].update(out_channels=channels, **widths)
+
+    avd = model_params.section("avd_network_params", required=False)
+    if avd is None:
+        recipe.pop("avd_network", None)
+    else:  # official AVDNetwork defaults
+        recipe["avd_network"].update(num_tps=num_tps, id_bottle_size=avd.get("id_bottle_size", 64, int),
+                                     pose_bottle_size=avd.get("pose_bottle_size", 64, int), hidden_widths=avd_hidden)
+        avd.done()
+    model_params.done()
+
+    dataset = whole.section("dataset_params", False) if whole is not None else None
+    recipe["image_size"] = _image_size("TPSMM", image_size, dataset, recipe["image_size"])
+    _set_present(recipe, num_tps=num_tps, resnet_widths=resnet)
+    return _plain(recipe)
+
+
 @CONVERTERS.register_module(name="tpsmm")
 class TPSMMConverter(Converter):
     """TPSMM (Zhao & Zhang, CVPR 2022): ``vox.pth.tar`` = ``{kp_detector, dense_motion_network,
@@ -140,3 +211,39 @@ class TPSMMConverter(Converter):
     def convert(self, checkpoint: Any) -> dict[str, dict[str, Tensor]]:
         """Map an official TPSMM checkpoint dict to ``{'model': sd, 'avd_network': sd}`` (the latter if present)."""
         return convert_networks("TPSMM", checkpoint, _NETS, required=_REQUIRED_NETS, ignored=_IGNORED_TOP)
+
+    def recipe_from_official(self, official_config: Mapping[str, Any], patches: Mapping[str, Any] | None = None,
+                             *, image_size: int | None = None) -> dict[str, Any]:
+        """The official TPSMM configuration as a thkit recipe (plain JSON data).
+
+        ``official_config``: the official yaml's dict (``config/vox-256.yaml``), whole or just its
+        ``model_params``.  The recipe is ``recipes/tpsmm/vox256.py`` with every value the configuration states, or
+        the official constructor's default where it states none:
+
+        * ``common_params``: num_tps -> keypoint detector, motion, AVD network; num_channels (must be 3: the
+          official ResNet-18s take 3-channel images); bg -> ``model.motion.background_predictor`` (``None``
+          without) and ``use_background``; multi_mask -> ``model.motion.multi_mask``;
+        * ``dense_motion_params`` (block_expansion, max_features, num_blocks, scale_factor, kp_variance) ->
+          ``model.motion``;
+        * ``generator_params`` (block_expansion, max_features, num_down_blocks) -> ``model.encoder`` /
+          ``model.decoder``;
+        * ``avd_network_params`` (id_bottle_size, pose_bottle_size) -> ``avd_network`` (left out when the
+          configuration has none);
+        * of the whole yaml: ``dataset_params.frame_shape`` -> ``image_size``.
+
+        There is no discriminator (TPSMM trains none).  Any other key of ``model_params`` (or top-level section
+        of the whole yaml) is a :class:`~thkit.errors.CheckpointError` naming it.  Ignored, as they do not change
+        the networks: ``train_params``, ``train_avd_params``, ``visualizer_params``, the rest of
+        ``dataset_params`` (and ``reconstruction_params`` / ``animate_params`` if present).
+
+        ``patches`` (the parity fixture's ``meta['fixture_patches']``; the official code hard-codes these widths,
+        and each default is the official value): ``resnet18_stage_widths`` (64, 128, 256, 512) -> both
+        ResNet-18s' ``stage_widths``; ``bg_predictor_conv1_out_channels`` (64) must equal the first stage width,
+        as thkit's background stem has it; ``avd_hidden_widths`` (256, 512, 1024) -> ``avd_network.hidden_widths``.
+        Any other entry is an error.
+
+        ``image_size``: the image side (px); default: ``frame_shape``, else 256 (the parity fixture's is its
+        ``meta['image_size']``, 64).  ``align_corners`` needs no option: the official code passes ``True`` to every
+        call, as the recipe does.
+        """
+        return _tpsmm_recipe(official_config, patches, image_size)
