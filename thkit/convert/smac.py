@@ -49,6 +49,8 @@ import torch
 
 from thkit.convert._rules import BN, CONV, CONV_NOBIAS, KERNEL, Found, NetRules, Rule, convert_networks, match_score
 from thkit.convert.base import Converter
+from thkit.convert.fomm import (_base_recipe, _fomm_dense_motion, _fomm_keypoint_detector, _plain, _Section,
+                                _set_present)
 from thkit.registry import CONVERTERS
 from thkit.errors import CheckpointError
 
@@ -258,6 +260,152 @@ def prepare(files: Sequence[Any], use_ema: bool = True) -> dict[str, dict[str, T
     return out
 
 
+#: the widths and group count the official code hard-codes, which the parity fixture patched
+#: (``meta['fixture_patches']``, README §3): each default is the official value
+_PATCH_DEFAULTS = {"MRFA_WIDTH_DIVISOR": 1, "GROUPNORM_GROUPS": 32, "channels_from_nf_ch_mult": False,
+                   "encoder_emb_dim": 256}
+#: ``net_g.channels``: the literal feature widths at 32/64/128/256 px (coarse to fine)
+_OFFICIAL_CHANNELS = [256, 128, 128, 64]
+#: BasicMotionEncoder / RefineFlow / to_context literal widths (divided by MRFA_WIDTH_DIVISOR in the fixture)
+_MRFA_WIDTHS = (64, 96, 128, 192)
+_NETWORK_TYPES = {"network_g": "AppMotionCompFormer", "network_motion_estimator": "Motion_Estimator_keypoint_aware",
+                  "network_d": "VQGANDiscriminator"}
+
+
+def _check_type(net: _Section, name: str) -> None:
+    kind = net.get("type", _NETWORK_TYPES[name], str)
+    if kind != _NETWORK_TYPES[name]:
+        raise net.error("type", f"{kind!r}: the SMAC converter maps {_NETWORK_TYPES[name]} only")
+
+
+def _require(net: _Section, key: str, value: Any, want: Any, why: str) -> None:
+    if value != want:
+        raise net.error(key, f"{value!r}: thkit's SMAC needs {want!r} ({why})")
+
+
+def _allocation(split: bool, equal: bool) -> dict[str, str]:
+    """The code allocation of the official ``*_codebook_split`` / ``wo_*_cdbk_share`` flags."""
+    return dict(type=("equal" if equal else "progressive") if split else "shared")
+
+
+def _smac_recipe(config: Any, patches: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:meth:`SMACConverter.recipe_from_official`."""
+    whole = _Section("SMAC", config)
+    nets = [k for k in whole.data if str(k).startswith("network_")]
+    whole.ignore(*(k for k in whole.data if k not in nets))  # BasicSR's name, path, train, val, logger, ...
+    whole.read.update(_NETWORK_TYPES)
+    whole.done()  # an unknown network_* entry
+    p = _Section("SMAC", patches, "patches")
+    divisor = p.get("MRFA_WIDTH_DIVISOR", _PATCH_DEFAULTS["MRFA_WIDTH_DIVISOR"], int)
+    groups = p.get("GROUPNORM_GROUPS", _PATCH_DEFAULTS["GROUPNORM_GROUPS"], int)
+    from_nf = p.get("channels_from_nf_ch_mult", _PATCH_DEFAULTS["channels_from_nf_ch_mult"], bool)
+    emb_dim = p.get("encoder_emb_dim", _PATCH_DEFAULTS["encoder_emb_dim"], int)
+    if divisor < 1 or any(w % divisor for w in _MRFA_WIDTHS):
+        raise p.error("MRFA_WIDTH_DIVISOR", f"{divisor}: must divide the MRFA widths {list(_MRFA_WIDTHS)}")
+    p.done()
+    recipe = _base_recipe("smac/vox256")
+    m = recipe["model"]
+
+    # -- motion estimator: FOMM's keypoint detector and dense motion (SyncBN = BatchNorm in eval) --------------
+    me = whole.section("network_motion_estimator")
+    _check_type(me, "network_motion_estimator")
+    common = me.section("common_params")
+    num_kp, channels = common.get("num_kp", kind=int), common.get("num_channels", kind=int)
+    common.done()
+    if channels != 3:
+        raise common.error("num_channels", f"{channels}: net_g's autoencoder takes 3-channel images")
+    kp = me.section("kp_detector_params")
+    kp.ignore("model_path")  # initial weights
+    m["keypoint_detector"].update(_fomm_keypoint_detector(kp, num_kp, channels,
+                                                          kp.get("estimate_jacobian", False, bool)))
+    kp.done()
+    dm = me.section("dense_motion_params")
+    dm.ignore("model_path", "occlusion_num")  # initial weights; occlusion_num counts multi_mask's maps
+    occlusion = dm.get("estimate_occlusion_map", False, bool)
+    _require(dm, "estimate_occlusion_map", occlusion, True, "net_g refines the occlusion map")
+    _require(dm, "multi_mask", dm.get("multi_mask", False, bool), False, "one occlusion map, as the option files")
+    m["motion"].update(_fomm_dense_motion(dm, num_kp, channels, occlusion))
+    dm.done()
+    me.done()
+
+    # -- net_g: VQGAN autoencoder + motion / appearance codebook compensation -----------------------------------
+    g = whole.section("network_g")
+    _check_type(g, "network_g")
+    # fix_modules: frozen in training; ae_path: initial weights; detach_motion_query: unused by the code
+    g.ignore("fix_modules", "ae_path", "detach_motion_query")
+    fixed = "the official code hard-codes the 32 x 32 token grid and the block indices it taps"
+    _require(g, "img_size", g.get("img_size", 256, int), 256, fixed)
+    _require(g, "res_blocks", g.get("res_blocks", 2, int), 2, fixed)
+    _require(g, "attn_resolutions", g.get("attn_resolutions", [32], list), [32], fixed)
+    _require(g, "quantizer_type", g.get("quantizer_type", "nearest", str), "nearest", "nearest-code quantisers")
+    _require(g, "split", g.get("split", 1, int), 1, "the whole feature is compensated")
+    _require(g, "warp_s_d_kp_query", g.get("warp_s_d_kp_query", True, bool), True, "the keypoint-aware query")
+    _require(g, "MRFA_motion_enc", g.get("MRFA_motion_enc", True, bool), True, "the MRFA flow refinement")
+    _require(g, "connect_list", g.get("connect_list", ["64", "128", "256"], list), ["64", "128", "256"],
+             "motion compensation and fusion at every scale")
+    _require(g, "connect_app_list", g.get("connect_app_list", ["32", "64", "128", "256"], list),
+             ["32", "64", "128", "256"], "appearance compensation at every scale")
+    if num_kp != g.get("num_kp", 15, int):
+        raise g.error("num_kp", f"{g.get('num_kp', 15)} != network_motion_estimator.common_params.num_kp {num_kp}: "
+                                f"net_g encodes the motion estimator's keypoint heatmaps")
+    nf, ch_mult = g.get("nf", 64, int), g.get("ch_mult", [1, 2, 2, 4], list)
+    if len(ch_mult) != 4:
+        raise g.error("ch_mult", f"{ch_mult}: thkit's SMAC needs 4 levels ({fixed})")
+    widths = [nf * c for c in ch_mult[::-1]]  # the encoder's, coarse to fine
+    if not from_nf and widths != _OFFICIAL_CHANNELS:
+        raise g.error("nf", f"nf {nf} x ch_mult {ch_mult} gives the widths {widths} at 32/64/128/256 px, but the "
+                            f"official code hard-codes {_OFFICIAL_CHANNELS} (patch channels_from_nf_ch_mult: true "
+                            f"uses nf x ch_mult)")
+    if emb_dim != widths[0]:
+        raise CheckpointError(f"SMAC configuration: patches.encoder_emb_dim {emb_dim} must equal the 32 px width "
+                              f"nf * ch_mult[-1] = {widths[0]} (the latent is compensated as that feature)")
+    dims = {}
+    for part in ("motion", "app"):
+        dim = g.get(f"dim_embd_{part}", 32 if part == "motion" else 256, int)
+        if g.get(f"embed_dim_{part}", dim, int) != dim:
+            raise g.error(f"embed_dim_{part}", f"{g.get(f'embed_dim_{part}')} != dim_embd_{part} {dim}: the "
+                                               f"transformer attends to the codes, so both widths are one")
+        dims[part] = dim
+    heads, beta, position = g.get("n_head", 8, int), g.get("beta", 0.25, float), g.get("with_position_emb", True, bool)
+
+    autoencoder = dict(nf=nf, ch_mult=ch_mult, norm_groups=groups)
+    m["encoder"].update(autoencoder)
+    m["decoder"].update(autoencoder, sft=g.get("multiscale_sft", True, bool),
+                        add=g.get("multiscale_feature_fusion", True, bool))
+    comp = m["compensator"]
+    comp["channels"] = widths
+    for part, name in (("motion", "motion"), ("app", "appearance")):
+        cfg = comp[name]
+        cfg["dim"] = dims[part]
+        cfg["codebook"].update(num_codes=g.get(f"codebook_size_{part}", 1024, int), dim=dims[part], beta=beta)
+        split = g.get(f"{name if part == 'motion' else 'app'}_codebook_split", True, bool)
+        cfg["allocation"] = _allocation(split, g.get(f"wo_{part}_cdbk_share", False, bool))
+        cfg["transformer"].update(num_layers=g.get(f"n_layers_{part}", 2, int), num_heads=heads,
+                                  ffn_dim=2 * dims[part])
+        if not position:  # thkit's default: a learned position embedding, as the official default
+            cfg["transformer"]["position_embedding"] = False
+    comp["motion"].update(num_kp=num_kp, norm_groups=groups, motion_width=128 // divisor,
+                          feature_dims=[128 // divisor, 96 // divisor], flow_dims=[128 // divisor, 64 // divisor],
+                          context_dim=192 // divisor, refine_width=128 // divisor)
+    g.done()
+
+    # -- discriminator (train.yml) -------------------------------------------------------------------------------
+    d = whole.section("network_d", required=False)
+    if d is None:
+        recipe.pop("discriminator", None)
+    else:
+        _check_type(d, "network_d")
+        d.ignore("model_path")  # initial weights
+        recipe["discriminator"].update(in_channels=d.get("nc", 3, int), ndf=d.get("ndf", 64, int),
+                                       n_layers=d.get("n_layers", 4, int))
+        d.done()
+
+    recipe["image_size"] = 256
+    _set_present(recipe, num_kp=num_kp, nf=nf, ch_mult=ch_mult, norm_groups=groups, channels=widths,
+                 motion_dim=dims["motion"], appearance_dim=dims["app"])
+    return _plain(recipe)
+
+
 @CONVERTERS.register_module(name="smac")
 class SMACConverter(Converter):
     """SMAC (CVPR 2025): BasicSR files ``net_g_*.pth`` (``params`` / ``params_ema``), ``net_motion_estimator_*.pth``
@@ -288,3 +436,46 @@ class SMACConverter(Converter):
         """Map ``{'net_g': sd, 'motion_estimator': sd[, 'net_d': sd]}`` to ``{'model': sd[, 'discriminator': sd]}``."""
         return convert_networks("SMAC", checkpoint, _NETS, required=_REQUIRED, source=None,
                                 hint="; pass the net_g and the net_motion_estimator files together")
+
+    def recipe_from_official(self, official_config: Mapping[str, Any],
+                             patches: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The official SMAC options as a thkit recipe (plain JSON data).
+
+        ``official_config``: BasicSR option dicts, ``{'network_g': ..., 'network_motion_estimator': ...[,
+        'network_d': ...]}`` (``options/test.yml`` + ``train.yml``, or the parity fixture's ``config``); a whole
+        option file's dict is accepted, its entries other than ``network_*`` (name, path, datasets, train, val,
+        logger, ...) are ignored.  The recipe is ``recipes/smac/vox256.py`` with every value the options state, or
+        the official constructor's default where they state none:
+
+        * ``network_motion_estimator``: ``common_params`` (num_kp, num_channels = 3), ``kp_detector_params``
+          (as FOMM's) -> ``model.keypoint_detector``; ``dense_motion_params`` (block_expansion, max_features,
+          num_blocks, scale_factor, kp_variance; estimate_occlusion_map must be true, multi_mask false) ->
+          ``model.motion``;
+        * ``network_g``: nf, ch_mult -> encoder, decoder and the compensated widths; n_head, beta,
+          ``codebook_size_*``, ``dim_embd_*`` (= ``embed_dim_*``), ``n_layers_*``, with_position_emb -> the
+          motion / appearance compensation; ``motion_codebook_split`` / ``app_codebook_split`` and
+          ``wo_*_cdbk_share`` -> the code allocations (progressive, equal or shared); multiscale_sft /
+          multiscale_feature_fusion -> the decoder's ``sft`` / ``add``; num_kp must equal the motion estimator's;
+          img_size, res_blocks, attn_resolutions, quantizer_type, split, warp_s_d_kp_query, MRFA_motion_enc,
+          connect_list and connect_app_list must have the official values (the code hard-codes the token grid,
+          the tapped block indices and the query / refinement path; thkit's SMAC is that code), else an error
+          names the key;
+        * ``network_d`` (nc, ndf, n_layers) -> ``discriminator`` (left out when there is none).
+
+        Ignored, as they do not change the networks: ``fix_modules`` (frozen in training), ``ae_path`` and
+        ``model_path`` (initial weights), ``detach_motion_query`` (unused by the official code),
+        ``occlusion_num`` (used only with multi_mask).  Any other key is a :class:`~thkit.errors.CheckpointError`
+        naming it.
+
+        ``patches`` (the parity fixture's ``meta['fixture_patches']``; each default is the official value):
+        ``MRFA_WIDTH_DIVISOR`` (1) divides the MRFA widths (motion_width, feature_dims, flow_dims, context_dim,
+        refine_width); ``GROUPNORM_GROUPS`` (32) -> every ``norm_groups``; ``channels_from_nf_ch_mult``
+        (false: the official literals 256/128/128/64, which nf x ch_mult must then give) ; ``encoder_emb_dim``
+        (256) must equal nf x ch_mult[-1].  Any other entry is an error.
+
+        ``image_size`` is 256 (the only size the official code runs at); the retrieval transformers' token grid
+        follows it (``num_tokens`` is left to the part).  ``align_corners`` needs no option: the official code
+        was trained on a torch whose default is ``False`` (the dense motion's deformed source) and passes
+        ``True`` everywhere else, as the recipe has it.
+        """
+        return _smac_recipe(official_config, patches)
