@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 from thkit.errors import ThkitError
 from thkit.inference.errors import InputFileError
 from thkit.registry import DATASETS, TRANSFORMS
-from thkit.value_range import from_unit
+from thkit.value_range import as_range, from_unit
 from thkit.video import as_uint8_frames, count_frames, iter_frames, write_video
 
 Tensor = torch.Tensor
@@ -350,9 +350,10 @@ class FramesDataset(Dataset):
             split = "train" if self.mode == "train" else "test"
         self.split = split
         self.image_size = _size2(image_size)
-        if len(tuple(input_range)) != 2 or float(input_range[0]) >= float(input_range[1]):
-            raise DatasetError(f"FramesDataset: input_range must be (low, high) with low < high, got {input_range!r}")
-        self.input_range = (float(input_range[0]), float(input_range[1]))
+        try:
+            self.input_range = as_range(input_range, "FramesDataset: input_range")
+        except ValueError as e:
+            raise DatasetError(str(e)) from None
         if int(num_repeats) < 1:
             raise DatasetError(f"FramesDataset: num_repeats must be >= 1, got {num_repeats}")
         self.num_repeats = int(num_repeats)
