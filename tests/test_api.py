@@ -225,3 +225,27 @@ def test_wheel_ships_the_recipes_and_builds_outside_the_checkout(tmp_path):
                        text=True, cwd=work, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "model parameters: 59,790,759" in r.stdout and "prediction: 1x3x128x128" in r.stdout
+
+
+def test_convert_with_the_official_configuration(fomm_fx, tmp_path):
+    """No thkit recipe named: the converter maps the official configuration, and the folder reproduces the
+    fixture (the fixture ran the official code on today's torch: align_corners False, 64 px)."""
+    import yaml
+
+    official = tmp_path / "vox-cpk.pth.tar"
+    torch.save(fomm_fx["state_dict"], official)
+    folder = thkit.convert_checkpoint(official, tmp_path / "f", config=fomm_fx["config"],
+                                      patches=fomm_fx["meta"]["fixture_patches"],
+                                      recipe_options=dict(image_size=64, align_corners=False))
+    assert json.loads((folder / "meta.json").read_text())["recipe_from"] == "official configuration"
+    m = thkit.create_model(folder)
+    with torch.no_grad():
+        out = m(fomm_fx["inputs"]["source"], fomm_fx["inputs"]["driving"])
+    err = (out["prediction"] - fomm_fx["outputs"]["generator"]["prediction"]).abs().max().item()
+    assert err <= 1e-4, err
+    # the command line reads the official yaml file (its model_params section)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"model_params": fomm_fx["config"]}))
+    r = run_cli("convert", "--from", "fomm", str(official), "--config", str(tmp_path / "tiny.yaml"), "-o",
+                str(tmp_path / "cli_folder"))
+    assert r.returncode == 0, r.stderr
+    assert thkit.create_model(tmp_path / "cli_folder").keypoint_detector.num_kp == 10

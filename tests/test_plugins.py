@@ -118,3 +118,18 @@ def test_loader_isolates_failures_in_process(plugin_site, monkeypatch):
     finally:
         monkeypatch.setenv("THKIT_NO_PLUGINS", "1")
         P.load_plugins(reload=True)  # unregister the example plugin again for other tests
+
+
+def test_plugin_recipes_are_listed_and_build_with_the_plugins_part(plugin_site):
+    """The example plugin's `thkit.recipes` entry point adds example/fomm_bicubic, which uses its warper."""
+    r = run_cli("list", "--recipes", env=_env(plugin_site))
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if "example/fomm_bicubic" in ln)
+    assert "BicubicBorderWarper" in line and "plugin example (thkit-example-plugin)" in line
+    assert "fomm/vox256" in r.stdout
+    r = run_cli("build", "example/fomm_bicubic", env=_env(plugin_site))
+    assert r.returncode == 0, r.stderr
+    assert "BicubicBorderWarper" in r.stdout and "prediction: 1x3x64x64" in r.stdout
+    # without plugins the recipe is unknown, with a one-line error naming the closest recipes
+    r = run_cli("build", "example/fomm_bicubic", env=_env(plugin_site, THKIT_NO_PLUGINS="1"))
+    assert r.returncode == 2 and r.stderr.startswith("error: no recipe 'example/fomm_bicubic'"), r.stderr

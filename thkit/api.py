@@ -71,7 +71,7 @@ def build_parts(cfg, names: tuple[str, ...] = ()) -> tuple[torch.nn.Module, dict
     from thkit.plugins import load_plugins
 
     load_plugins()
-    model = build_model(_plain(cfg.model))
+    model = build_model(_plain(cfg.model), image_size=cfg.get("image_size"))
     extra = {}
     for name in names:
         if cfg.get(name):
@@ -171,12 +171,14 @@ def model_info(model: torch.nn.Module) -> dict[str, Any]:
 
 def convert_checkpoint(sources: str | os.PathLike | list, output: str | os.PathLike, *, method: str = "auto",
             config: str | os.PathLike | Mapping[str, Any] | None = None, recipe: str | os.PathLike | None = None,
-            patches: Mapping[str, Any] | None = None, trusted: bool = False, **options: Any) -> Path:
+            patches: Mapping[str, Any] | None = None, recipe_options: Mapping[str, Any] | None = None,
+            trusted: bool = False, **options: Any) -> Path:
     """Convert official checkpoint file(s) into a model folder (``model.safetensors`` + ``recipe.json`` +
     ``meta.json``) that :func:`create_model` loads with no recipe.
 
     The recipe comes from ``config`` (the official yaml file or its dict, mapped by the converter's
-    ``recipe_from_official`` to the same widths) or from ``recipe`` (a thkit recipe name or file).  The model is
+    ``recipe_from_official`` to the same widths; ``patches`` and ``recipe_options`` go to it, e.g. FOMM's
+    ``image_size`` / ``align_corners`` that its yaml cannot tell) or from ``recipe`` (a thkit recipe name or file).  The model is
     built and the weights loaded strictly before anything is written.  ``options`` go to the converter (SMAC:
     ``use_ema=False``).
     """
@@ -197,7 +199,7 @@ def convert_checkpoint(sources: str | os.PathLike | list, output: str | os.PathL
             if not path.is_file():
                 raise RecipeError("", f"official configuration {config} does not exist")
             config = yaml.safe_load(path.read_text())
-        rec = get_converter(method).recipe_from_official(config, patches)
+        rec = get_converter(method).recipe_from_official(config, patches, **dict(recipe_options or {}))
         from mmengine.config import Config
 
         cfg = Config(plain(rec))

@@ -61,11 +61,12 @@ class Converter:
         """The official weights as ``{module: thkit state dict}``; raises CheckpointError naming bad keys."""
         raise NotImplementedError
 
-    def recipe_from_official(self, official_config: Mapping[str, Any],
-                             patches: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def recipe_from_official(self, official_config: Mapping[str, Any], patches: Mapping[str, Any] | None = None,
+                             **options: Any) -> dict[str, Any]:
         """A thkit recipe (plain data: ``model``, ``discriminator``, ``image_size``, ...) with the widths of
         ``official_config`` (the official yaml's dict); ``patches`` are the parity fixtures'
-        ``meta.fixture_patches`` (widths the official code hard-codes, patched for tiny fixtures)."""
+        ``meta.fixture_patches`` (widths the official code hard-codes, patched for tiny fixtures); ``options``
+        are what a method's yaml cannot tell (FOMM: ``image_size``, ``align_corners``)."""
         raise NotImplementedError(f"the {self.method} converter cannot map an official configuration yet")
 
     def __call__(self, checkpoint: Any) -> StateDicts:
