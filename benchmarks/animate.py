@@ -26,10 +26,9 @@ import time
 
 import torch
 
-from thkit.builder import build_model
+import thkit
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import PerFrameAnimator, StreamingAnimator
-from thkit.recipe import load_recipe
 
 
 def _frames(n: int, size: int, lo: float, hi: float, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -39,9 +38,9 @@ def _frames(n: int, size: int, lo: float, hi: float, seed: int = 0) -> tuple[tor
 
 
 def measure(recipe: str, frames: int, size: int, batch_sizes: list[int], io: bool) -> dict:
-    cfg = load_recipe(recipe, size=size)  # parts that depend on the size follow it
     torch.manual_seed(0)
-    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
+    model = thkit.create_model(recipe, size=size)  # parts that depend on the size follow it
+    cfg = model.recipe
     mt = motion_settings(cfg)
     lo, hi = (float(v) for v in model.input_range)
     chunk = math.lcm(*batch_sizes)

@@ -155,7 +155,7 @@ def main(argv=None) -> None:
             q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
         row, outs = f"{label:26s}", {}
         for name in usable:
-            def fn(name=name):
+            def fn(name=name, q=q, k=k, v=v, kpm=kpm):
                 if args.backward:
                     out = attention(q, k, v, key_padding_mask=kpm, backend=name)
                     out.sum().backward()

@@ -23,8 +23,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from thkit.builder import build_model
-from thkit.recipe import load_recipe
+import thkit
 from thkit.transfer import transfer_motion
 
 
@@ -57,9 +56,8 @@ def frame_fn(model, source, kp_source, kp_initial, cached):
 
 
 def measure(recipe: str, batch: int, frames: int, size: int) -> list[dict]:
-    cfg = load_recipe(recipe, size=size)  # parts that depend on the size follow it
-    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
-    lo, hi = cfg.model.get("input_range", (0.0, 1.0))
+    model = thkit.create_model(recipe, size=size)  # parts that depend on the size follow it
+    lo, hi = model.meta["input_range"]
     g = torch.Generator().manual_seed(0)
     source = torch.rand(batch, 3, size, size, generator=g) * (hi - lo) + lo
     drivings = [torch.rand(batch, 3, size, size, generator=g) * (hi - lo) + lo for _ in range(frames + 1)]

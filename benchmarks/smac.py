@@ -34,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attention import CpuPeak  # noqa: E402  (benchmarks/attention.py)
 
 from thkit.attention import get_backend, registered_backends  # noqa: E402
-from thkit.builder import build_model  # noqa: E402
-from thkit.recipe import load_recipe  # noqa: E402
+import thkit  # noqa: E402
 from thkit.transfer import transfer_motion  # noqa: E402
 
 PARTS = {"keypoint_detector": "keypoints", "motion": "dense motion", "encoder": "encoder", "compensator.motion": "MCC",
@@ -154,8 +153,8 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = load_recipe(args.recipe)
-    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
+    model = thkit.create_model(args.recipe)
+    cfg = model.recipe
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.recipe} at {cfg.image_size}px, "
           f"batch 1, float32, random weights; parameters: keypoints {n(model.keypoint_detector):,}, motion "

@@ -249,3 +249,17 @@ def test_convert_with_the_official_configuration(fomm_fx, tmp_path):
                 str(tmp_path / "cli_folder"))
     assert r.returncode == 0, r.stderr
     assert thkit.create_model(tmp_path / "cli_folder").keypoint_detector.num_kp == 10
+
+
+def test_build_accepts_a_config_dict():
+    """builder.build takes the ConfigDict a recipe holds; the parts receive plain dicts."""
+    from thkit.builder import build, build_model
+    from thkit.recipe import load_recipe
+
+    cfg = load_recipe("fomm/small", size=64)
+    assert type(cfg.model).__name__ == "ConfigDict"
+    model = build_model(cfg.model, image_size=cfg.image_size)
+    assert type(model.keypoint_detector).__name__ == "FOMMKeypointDetector"
+    disc = build("discriminator", cfg.discriminator, path="discriminator")
+    assert sum(p.numel() for p in disc.parameters()) == sum(
+        p.numel() for p in build("discriminator", cfg.discriminator.to_dict(), path="discriminator").parameters())

@@ -60,10 +60,6 @@ def load_recipe(name_or_path: str | os.PathLike, cfg_options: Mapping[str, Any] 
     return _load(name_or_path, dict(cfg_options) if cfg_options else None, size=size)
 
 
-def _plain(x: Any) -> Any:
-    return x.to_dict() if hasattr(x, "to_dict") else x
-
-
 def build_parts(cfg, names: tuple[str, ...] = ()) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
     """Build ``cfg.model`` and the training networks named in ``names`` that the recipe defines (e.g.
     ``('discriminator',)``), after loading plugins.  Returns ``(model, {name: network})``."""
@@ -71,11 +67,11 @@ def build_parts(cfg, names: tuple[str, ...] = ()) -> tuple[torch.nn.Module, dict
     from thkit.plugins import load_plugins
 
     load_plugins()
-    model = build_model(_plain(cfg.model), image_size=cfg.get("image_size"))
+    model = build_model(cfg.model, image_size=cfg.get("image_size"))
     extra = {}
     for name in names:
         if cfg.get(name):
-            extra[name] = build(name, _plain(cfg[name]), path=name)
+            extra[name] = build(name, cfg[name], path=name)
     return model, extra
 
 

@@ -122,7 +122,8 @@ def check_arguments(cls, kwargs: Mapping[str, Any], path: str) -> None:
 
 
 def build(kind: str, cfg: Any, name: str | None = None, *, path: str | None = None, default_args: Mapping | None = None):
-    """Build a part of ``kind`` from ``cfg`` (``None`` stays ``None``; an object passes through).
+    """Build a part of ``kind`` from ``cfg``, a dict or an mmengine ``ConfigDict`` (``None`` stays ``None``; an
+    object passes through).
 
     ``name`` is the attribute name under the current recipe path (``'motion'`` gives ``model.motion`` when
     called while building ``model``); ``path`` overrides the whole path.
@@ -134,7 +135,7 @@ def build(kind: str, cfg: Any, name: str | None = None, *, path: str | None = No
         # an already-built object (a module passed in code)
         check_part(kind, cfg, full)
         return cfg
-    args = dict(cfg)
+    args = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)  # an mmengine ConfigDict: plain dicts inside
     if "type" not in args:
         raise RecipeError(full, f"a {kind} config needs a 'type' (a registered {kind} name)")
     type_ = args.pop("type")

@@ -165,6 +165,6 @@ def build_from_recipe(cfg: Config):
     from thkit.plugins import load_plugins
 
     load_plugins()
-    return build_model(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else cfg.model,
+    return build_model(cfg.model,
                        image_size=cfg.get("image_size"))
 

@@ -91,11 +91,10 @@ class TalkingHeadTrainer(BaseModel):
                  image_size: int | None = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="BaseDataPreprocessor"), init_cfg=init_cfg)
         with recipe_settings(image_size=image_size):
-            gen_cfg = generator.to_dict() if hasattr(generator, "to_dict") else generator
-            self.generator = build_model(gen_cfg)
+            self.generator = build_model(generator)
             if losses is None or (isinstance(losses, Mapping) and not losses):
                 raise RecipeError("losses", "training needs a 'losses' dict in the recipe (named, weighted losses)")
-            self.losses = build_loss_bundle(losses.to_dict() if hasattr(losses, "to_dict") else losses)
+            self.losses = build_loss_bundle(losses)
             self.adversarial_terms = [n for n, t in self.losses.terms.items() if hasattr(t, "discriminator_loss")]
             self.discriminator = None
             if self.adversarial_terms:
@@ -103,8 +102,7 @@ class TalkingHeadTrainer(BaseModel):
                     names = ", ".join(self.adversarial_terms)
                     raise RecipeError("discriminator", f"losses {names} are adversarial but the recipe defines no "
                                       "discriminator")
-                d_cfg = discriminator.to_dict() if hasattr(discriminator, "to_dict") else discriminator
-                self.discriminator = build("discriminator", d_cfg, path="discriminator")
+                self.discriminator = build("discriminator", discriminator, path="discriminator")
         self.last_layer_path = last_layer
         self.check_finite = bool(check_finite)
         rng = input_range if input_range is not None else getattr(self.generator, "input_range", (0.0, 1.0))
