@@ -182,7 +182,8 @@ def _asymmetric(size=12):
 def test_pair_augmentation_is_consistent():
     torch.manual_seed(0)
     img = _asymmetric()
-    aug = PairAugmentation(flip_p=0.5, time_flip_p=0.0, jitter=dict(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.2))
+    aug = PairAugmentation(flip_p=0.5, time_flip_p=0.0,
+                           jitter=dict(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.2))
     flips = set()
     for _ in range(20):
         out = aug({"source": img.clone(), "driving": img.clone(), "frame_ids": (1, 2)})

@@ -90,7 +90,8 @@ class PlainCheckpointError(TypeError):
     """An object in a training checkpoint cannot be stored as plain data (names its path in the checkpoint)."""
 
 
-def to_plain(obj, path: str = "checkpoint", drop_unknown_under: tuple[str, ...] = ("checkpoint.message_hub.runtime_info",)):
+def to_plain(obj, path: str = "checkpoint",
+             drop_unknown_under: tuple[str, ...] = ("checkpoint.message_hub.runtime_info",)):
     """A copy of ``obj`` that ``torch.load(weights_only=True)`` can read: tensors, numbers, strings, ``None``
     and dicts / lists / tuples of them.  mmengine's ``HistoryBuffer``, numpy arrays / scalars, ``Counter``
     and sets are encoded as tagged dicts that :func:`from_plain` turns back into the same objects.
@@ -233,11 +234,10 @@ def save_checkpoint_with_step(hook, runner, step: int, meta: dict) -> None:
     """``CheckpointHook._save_checkpoint_with_step`` in a crash-safe order: write the new checkpoint
     (atomically), point ``last_checkpoint`` at it (atomically), and only then delete checkpoints beyond
     ``max_keep_ckpts``.  mmengine deletes first and writes in place."""
+    import collections
     import os.path as osp
 
     from mmengine.dist import is_main_process
-
-    import collections
 
     hub = runner.message_hub
     old_ids, old_last = list(getattr(hook, "keep_ckpt_ids", [])), hub.get_info("last_ckpt")

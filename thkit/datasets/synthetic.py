@@ -178,7 +178,8 @@ class HeadIdentity:
         lip = np.clip(skin * np.array([0.85, 0.5, 0.5]) + np.array([0.12, 0, 0.02]) + rng.normal(0, 0.03, 3), 0, 1)
         return cls(
             head_a=u(0.68, 0.8), head_c=u(0.75, 0.85), skin=skin, hair=hair,
-            hair_style=int(rng.choice(5, p=[0.08, 0.17, 0.35, 0.25, 0.15])), hairline=u(-0.72, -0.56), hairline_curve=u(0.12, 0.3),
+            hair_style=int(rng.choice(5, p=[0.08, 0.17, 0.35, 0.25, 0.15])), hairline=u(-0.72, -0.56),
+            hairline_curve=u(0.12, 0.3),
             eye_x=u(0.27, 0.33), eye_y=eye_y, eye_w=u(0.13, 0.165), eye_up=eye_up, eye_low=u(0.045, 0.065),
             iris_r=u(0.05, 0.064), iris=jitter(_IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))], 0.1),
             brow_gap=u(0.07, 0.1), brow_thick=u(0.02, 0.035), brow_arch=u(0.4, 2.0),
@@ -193,7 +194,8 @@ class HeadIdentity:
         )
 
 
-def smooth_track(rng: np.random.Generator, frames: int, amplitude: float, periods=(24.0, 96.0), n: int = 3) -> np.ndarray:
+def smooth_track(rng: np.random.Generator, frames: int, amplitude: float, periods=(24.0, 96.0),
+                 n: int = 3) -> np.ndarray:
     """A smooth random curve of ``frames`` samples in [-amplitude, amplitude]: a sum of ``n`` sinusoids with
     random periods (in frames), phases and weights."""
     t = np.arange(frames, dtype=np.float64)[:, None]
@@ -432,7 +434,8 @@ class HeadRenderer:
         pts = [
             (-ex - inset, brow_end), (-ex + inset, brow_end), (ex - inset, brow_end), (ex + inset, brow_end),
             (-ex - ew, ey), (-ex + ew, ey), (ex - ew, ey), (ex + ew, ey),
-            (-ex, ey - idt.eye_up * o), (-ex, ey + idt.eye_low * o), (ex, ey - idt.eye_up * o), (ex, ey + idt.eye_low * o),
+            (-ex, ey - idt.eye_up * o), (-ex, ey + idt.eye_low * o),
+            (ex, ey - idt.eye_up * o), (ex, ey + idt.eye_low * o),
             (-ex + gx, gy), (ex + gx, gy), (0.0, idt.nose_y),
             (-idt.mouth_w, cy), (idt.mouth_w, cy), (0.0, idt.mouth_y - idt.lip_thick),
             (0.0, idt.mouth_y + mo + idt.lip_thick), (0.0, idt.mouth_y), (0.0, idt.mouth_y + mo), (0.0, 0.9),
@@ -531,7 +534,8 @@ class HeadRenderer:
             label = torch.where(cov > 0.5, LABELS["hair"], label).to(torch.uint8)
         return col, label
 
-    def _paint(self, name: str, idt: HeadIdentity, hit: dict[str, Tensor], p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _paint(self, name: str, idt: HeadIdentity, hit: dict[str, Tensor], p: dict[str, Tensor]
+               ) -> tuple[Tensor, Tensor]:
         X, Y = hit["X"], hit["Y"]
         shape = (X.shape[0], 3) + X.shape[1:]
         if name == "head":
@@ -1037,7 +1041,7 @@ def read_generator(root: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(root) / GROUND_TRUTH_FILE
     if not path.is_file():
         return None
-    prefix = '{"format":"%s","generator":' % FORMAT_TAG
+    prefix = f'{{"format":"{FORMAT_TAG}","generator":'
     try:
         with open(path) as fh:
             head = fh.read(4096)
@@ -1089,9 +1093,9 @@ class SyntheticTalkingHeads(FramesDataset):
                 if have.get("generator_version", 1) != GENERATOR_VERSION:
                     diff["generator_version"] = (have.get("generator_version", 1), GENERATOR_VERSION)
                 if diff:
-                    warnings.warn(f"{root} was generated with other options than requested "
-                                  f"({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in diff.items())}); using it as it "
-                                  "is (delete it to regenerate)", DataWarning, stacklevel=2)
+                    changed = ", ".join(f"{k}: {a!r} != {b!r}" for k, (a, b) in diff.items())
+                    warnings.warn(f"{root} was generated with other options than requested ({changed}); using it as "
+                                  "it is (delete it to regenerate)", DataWarning, stacklevel=2)
         self.synth_options = opts
         super().__init__(root, **kwargs)
 

@@ -52,7 +52,8 @@ class MetricCollection:
         out: dict[str, Metric] = {}
         for name, cfg in items:
             if "type" not in cfg:
-                raise ValueError(f"metric config {dict(cfg)!r} has no 'type' (registered: {sorted(METRICS.module_dict)})")
+                raise ValueError(f"metric config {dict(cfg)!r} has no 'type' "
+                                 f"(registered: {sorted(METRICS.module_dict)})")
             full = {**common, **dict(cfg)}
             m = METRICS.build(full)
             key = name or str(cfg["type"])
