@@ -119,7 +119,9 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {load:.1f}; {args.size}x{args.size}, {args.frames} frames per path, interleaved")
-    head = f"{'recipe':<14}{'per-frame fps':>14}" + "".join(f"{f'stream b{b} fps':>16}{'ratio':>8}" for b in args.batch_sizes)
+    head = f"{'recipe':<14}{'per-frame fps':>14}" + "".join(
+        f"{f'stream b{b} fps':>16}{'ratio':>8}" for b in args.batch_sizes
+    )
     head += f"{'max |diff|':>11}" + (f"{'animate+I/O fps':>18}" if args.io else "")
     print(head)
     for r in args.recipes:

@@ -166,7 +166,7 @@ def main(argv=None) -> None:
 
             ms, mib, out = measure(fn, device, args.repeats, args.warmup, cpu_peak)
             outs[name] = out.float()
-            row += f" | {ms:12.2f} {('%7.1f' % mib) if mib is not None else '    n/a'}"
+            row += f" | {ms:12.2f} {f'{mib:7.1f}' if mib is not None else '    n/a'}"
         if "math" in outs:
             diff = max((o - outs["math"]).abs().max().item() for o in outs.values())
             row += f" | {diff:.2e}"

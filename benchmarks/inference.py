@@ -94,7 +94,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     ceiling = conv_ceiling()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; plain-conv ceiling: {ceiling:.1f} GFLOP/s")
-    print(f"{'recipe':<16}{'batch':>6} {'path':<10}{'ms/frame':>10}{'GFLOP/frame':>13}{'GFLOP/s':>10}{'efficiency':>12}")
+    print(f"{'recipe':<16}{'batch':>6} {'path':<10}{'ms/frame':>10}"
+          f"{'GFLOP/frame':>13}{'GFLOP/s':>10}{'efficiency':>12}")
     for recipe in args.recipes:
         for b in args.batches:
             for r in measure(recipe, b, args.frames, args.size):

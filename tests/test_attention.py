@@ -79,7 +79,8 @@ def test_explicit_scale_and_gradients_match():
     grads = []
     for name in ("math", "sdpa"):
         out = A.attention(q, k, v, scale=0.37, backend=name)
-        torch.testing.assert_close(out, _reference(q.detach(), k.detach(), v.detach(), scale=0.37), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out, _reference(q.detach(), k.detach(), v.detach(), scale=0.37),
+                                   atol=1e-5, rtol=1e-5)
         grads.append(torch.autograd.grad(out.square().sum(), (q, k, v)))
     for gm, gs in zip(*grads):
         torch.testing.assert_close(gm, gs, atol=1e-5, rtol=1e-4)

@@ -255,7 +255,8 @@ def test_animation_relative(fx, nets):
         scale = movement_scale(kp_s, kp_init, official_batch0=True)
         assert isinstance(scale, float) and scale == pytest.approx(a["adapt_movement_scale"], abs=1e-6)
         # from the official keypoints, the official scale exactly
-        assert movement_scale(o["kp_source"], a["kp_driving_initial"], official_batch0=True) == a["adapt_movement_scale"]
+        assert (movement_scale(o["kp_source"], a["kp_driving_initial"], official_batch0=True)
+                == a["adapt_movement_scale"])
         for t, ref in enumerate(a["frames"]):
             kp_d = model.detect(video[:, :, t])
             _close(kp_d["value"], ref["kp_driving"]["value"], KP_ATOL, f"frame {t} kp_driving")
@@ -331,7 +332,8 @@ def test_vox256_parameter_counts_equal_official(vox256):
     assert _count(model.keypoint_detector) == 14_215_368 == keys["networks"]["kp_detector"]["num_parameters"]
     assert _count(model.motion) == 37_730_268 == keys["sub_networks"]["generator.dense_motion_network"]
     assert _count(model.encoder) + _count(model.decoder) == 7_845_123
-    assert _count(model.encoder) + _count(model.decoder) + _count(model.motion) == keys["networks"]["generator"]["num_parameters"]
+    assert (_count(model.encoder) + _count(model.decoder) + _count(model.motion)
+            == keys["networks"]["generator"]["num_parameters"])
     assert _count(disc) == 2_758_849 == keys["networks"]["discriminator"]["num_parameters"]
     assert _count(model) == 14_215_368 + 37_730_268 + 7_845_123
     assert cfg.model.motion.align_corners is True and cfg.model.warper.align_corners is True

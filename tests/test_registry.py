@@ -86,7 +86,8 @@ def test_output_contract_names_missing_keys():
 
 
 def test_nested_paths_in_model_errors():
-    cfg = dict(type="TalkingHeadModel", keypoint_detector=dict(type="NoSuchDetector"), motion={}, encoder={}, decoder={})
+    cfg = dict(type="TalkingHeadModel", keypoint_detector=dict(type="NoSuchDetector"),
+               motion={}, encoder={}, decoder={})
     with pytest.raises(RecipeError) as e:
         build_model(cfg)
     assert str(e.value).startswith("model.keypoint_detector.type: unknown keypoint")

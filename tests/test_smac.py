@@ -253,8 +253,8 @@ def test_end_to_end_inference(fx, e2e_run):
 
 def test_end_to_end_gap_is_float32_rounding(fx, inputs, e2e_run):
     """The end-to-end prediction's gap to the official one (4.5e-5 to 2.0e-4 with torch's oneDNN kernels, 2.8e-4
-    with them off) is float32 rounding, not a different computation.  Measured against the same network in float64, which
-    does not depend on the CPU kernels torch picks:
+    with them off) is float32 rounding, not a different computation.  Measured against the same network in float64,
+    which does not depend on the CPU kernels torch picks:
 
     * the official float32 output is itself 3.8e-4 from the exact (float64) result: the fixture carries more
       than 1e-4 of its own rounding, so 1e-4 end to end against it is not a meaningful bound (the fixture's x10

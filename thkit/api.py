@@ -174,9 +174,9 @@ def convert_checkpoint(sources: str | os.PathLike | list, output: str | os.PathL
 
     The recipe comes from ``config`` (the official yaml file or its dict, mapped by the converter's
     ``recipe_from_official`` to the same widths; ``patches`` and ``recipe_options`` go to it, e.g. FOMM's
-    ``image_size`` / ``align_corners`` that its yaml cannot tell) or from ``recipe`` (a thkit recipe name or file).  The model is
-    built and the weights loaded strictly before anything is written.  ``options`` go to the converter (SMAC:
-    ``use_ema=False``).
+    ``image_size`` / ``align_corners`` that its yaml cannot tell) or from ``recipe`` (a thkit recipe name or file).
+    The model is built and the weights loaded strictly before anything is written.  ``options`` go to the converter
+    (SMAC: ``use_ema=False``).
     """
     from thkit.checkpoint import load_state_dict_strict, read_official
     from thkit.convert import get_converter

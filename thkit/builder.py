@@ -121,7 +121,8 @@ def check_arguments(cls, kwargs: Mapping[str, Any], path: str) -> None:
             raise RecipeError(_join(path, n), f"missing required argument of {cls.__name__}")
 
 
-def build(kind: str, cfg: Any, name: str | None = None, *, path: str | None = None, default_args: Mapping | None = None):
+def build(kind: str, cfg: Any, name: str | None = None, *, path: str | None = None,
+          default_args: Mapping | None = None):
     """Build a part of ``kind`` from ``cfg``, a dict or an mmengine ``ConfigDict`` (``None`` stays ``None``; an
     object passes through).
 

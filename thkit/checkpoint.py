@@ -20,7 +20,8 @@ from thkit.fileio import atomic_save, atomic_write  # noqa: F401  (re-exported: 
 FORMAT = "thkit-ckpt/1"
 
 
-def save_checkpoint(path: str | os.PathLike, state_dicts: dict[str, dict[str, torch.Tensor]], meta: dict | None = None) -> Path:
+def save_checkpoint(path: str | os.PathLike, state_dicts: dict[str, dict[str, torch.Tensor]],
+                    meta: dict | None = None) -> Path:
     """Write a thkit checkpoint atomically."""
     clean = {net: {k: v.detach().cpu() for k, v in sd.items()} for net, sd in state_dicts.items()}
     return atomic_save({"format": FORMAT, "state_dict": clean, "meta": dict(meta or {})}, path)

@@ -113,11 +113,14 @@ class Kind:
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in [
-        Kind("keypoint", KEYPOINT_DETECTORS, "keypoint detectors: image -> keypoints (+ local Jacobians)", "KeypointDetector"),
-        Kind("motion", MOTION_ESTIMATORS, "motion estimators: source + keypoints -> dense flow + occlusion", "MotionEstimator"),
+        Kind("keypoint", KEYPOINT_DETECTORS, "keypoint detectors: image -> keypoints (+ local Jacobians)",
+             "KeypointDetector"),
+        Kind("motion", MOTION_ESTIMATORS, "motion estimators: source + keypoints -> dense flow + occlusion",
+             "MotionEstimator"),
         Kind("warper", WARPERS, "warpers: features + flow (+ occlusion) -> warped features", "Warper"),
         Kind("encoder", ENCODERS, "encoders: source image -> multi-scale features", "Encoder"),
-        Kind("codebook", CODEBOOKS, "vector-quantised codebooks (nearest code, VQ losses, usage statistics)", "Codebook"),
+        Kind("codebook", CODEBOOKS, "vector-quantised codebooks (nearest code, VQ losses, usage statistics)",
+             "Codebook"),
         Kind("allocation", CODE_ALLOCATIONS, "code allocations: which codes each scale may use", "CodeAllocation"),
         Kind("compensator", COMPENSATORS, "compensators: refine warped features (and flows) per scale", "Compensator"),
         Kind("decoder", DECODERS, "decoders: (compensated) features -> image", "Decoder"),

@@ -221,7 +221,8 @@ def add_commands(sub) -> None:
     ls = sub.add_parser("list", help="list registered components by kind, or the recipes",
                         description="List registered components with a one-line description each, or (--recipes) "
                                     "every recipe with its first comment line.")
-    ls.add_argument("kind", nargs="?", help="only this kind (keypoint, motion, warper, encoder, codebook, converter, ...)")
+    ls.add_argument("kind", nargs="?",
+                    help="only this kind (keypoint, motion, warper, encoder, codebook, converter, ...)")
     ls.add_argument("--recipes", action="store_true", help="list the recipes (built-in and plugins') instead")
     ls.set_defaults(func=cmd_list)
 
@@ -244,7 +245,8 @@ def add_commands(sub) -> None:
     cv.add_argument("-o", "--output", required=True, help="output model folder (or FILE.pth for a thkit checkpoint)")
     cv.add_argument("--config", metavar="YAML", help="the official configuration file (e.g. config/vox-256.yaml)")
     cv.add_argument("--recipe", help="a thkit recipe name or file instead of --config")
-    cv.add_argument("--trusted", action="store_true", help="allow unpickling arbitrary objects (legacy files you trust)")
+    cv.add_argument("--trusted", action="store_true",
+                    help="allow unpickling arbitrary objects (legacy files you trust)")
     cv.add_argument("--no-ema", action="store_true", help="SMAC: take 'params' instead of the EMA weights 'params_ema'")
     cv.set_defaults(func=cmd_convert)
 

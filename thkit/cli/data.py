@@ -95,7 +95,8 @@ def add_commands(subparsers) -> None:
     s.set_defaults(func=cmd_synth)
 
     i = sub.add_parser("info", help="count videos and frames of a dataset, list unreadable videos",
-                       description="Count the videos and frames of ROOT/train and ROOT/test and name unreadable videos.")
+                       description="Count the videos and frames of ROOT/train and ROOT/test "
+                                   "and name unreadable videos.")
     i.add_argument("root", help="dataset folder")
     i.add_argument("--sizes", action="store_true", help="also read the first frame of each video to list frame sizes")
     i.add_argument("--strict", action="store_true", help="exit non-zero if any video is unreadable")

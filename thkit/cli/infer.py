@@ -35,8 +35,8 @@ def cmd_animate(args) -> int:
     if mt["relative"]:
         mode += f", adapt-scale {'on' if mt['adapt_movement_scale'] else 'off'}"
     crop = f"; face crop by {res.crop['detector']}" if res.crop else ""
-    print(f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps ({mode} motion{crop}; "
-          f"audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}")
+    print(f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps "
+          f"({mode} motion{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}")
     return 0
 
 
@@ -119,7 +119,8 @@ def add_commands(subparsers) -> None:
     g.add_argument("--absolute", dest="relative", action="store_false",
                    help="absolute motion: use the driving keypoints as they are (transfers the driving face's shape)")
     a.add_argument("--adapt-scale", action=argparse.BooleanOptionalAction, default=None,
-                   help="scale relative motion by the ratio of the source and first-frame keypoint hulls (default: recipe)")
+                   help="scale relative motion by the ratio of the source and first-frame keypoint hulls "
+                        "(default: recipe)")
     a.add_argument("--relative-jacobian", action=argparse.BooleanOptionalAction, default=None,
                    help="also transfer the change of the local Jacobians (default: recipe)")
     a.add_argument("--crop", action="store_true",

@@ -231,7 +231,8 @@ def animate_video(
     if audio_from is None:
         audio_state = "disabled" if not audio else "none in the driving video"
     else:
-        audio_state = "copied" if writer.audio_copied else f"transcoded ({writer.audio_codec} is not accepted by {out.suffix})"
+        audio_state = ("copied" if writer.audio_copied
+                       else f"transcoded ({writer.audio_codec} is not accepted by {out.suffix})")
     return AnimateResult(path=out, frames=count, fps=float(info.fps), size=(width, size), seconds=seconds,
                          audio=audio_state, crop=crop_info,
                          motion=dict(relative=relative, relative_jacobian=relative_jacobian,

@@ -205,8 +205,8 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     write_json({"meta": info, "metrics": results}, out / "metrics.json")
     console.print(f"    {time.perf_counter() - t0:.1f} s")
 
-    paths = {"video": video, "grid": grid, "loss_curves": curves, "metrics": table, "metrics_json": out / "metrics.json",
-             "weights": weights, "data": data}
+    paths = {"video": video, "grid": grid, "loss_curves": curves, "metrics": table,
+             "metrics_json": out / "metrics.json", "weights": weights, "data": data}
     console.print(f"\n[bold]thkit demo done[/bold] in {time.perf_counter() - t_all:.0f} s; everything is in {out}:")
     for what, p in (("animation (source | driving | result)", video), ("frames of the animation", grid),
                     ("loss curves", curves), ("metrics table", table), ("trained weights", weights)):

@@ -144,7 +144,8 @@ class FaceDetector:
     def __call__(self, image: np.ndarray) -> list[Box]:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InferenceError(f"face detection expects an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+            raise InferenceError(
+                f"face detection expects an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
         return self._mediapipe(image) if self.backend == "mediapipe" else self._skimage(image)
 
     def close(self) -> None:

@@ -74,7 +74,8 @@ class TalkingHeadModel(TalkingHeadModelBase):
         return self.keypoint_detector(image)
 
     # -- per driving frame ------------------------------------------------------------------------------
-    def animate(self, cache: dict[str, Any], kp_driving: dict[str, Tensor], driving: Tensor | None = None) -> dict[str, Any]:
+    def animate(self, cache: dict[str, Any], kp_driving: dict[str, Tensor],
+                driving: Tensor | None = None) -> dict[str, Any]:
         """Generate the frame that puts the cached source into the pose of ``kp_driving``.
 
         A batch-1 ``cache`` serves a batch of driving keypoints: it is expanded (a view, no copy).
@@ -120,7 +121,8 @@ class TalkingHeadModel(TalkingHeadModelBase):
         out.update(dec)
         return out
 
-    def forward(self, source: Tensor, driving: Tensor | None = None, kp_driving: dict[str, Tensor] | None = None) -> dict[str, Any]:
+    def forward(self, source: Tensor, driving: Tensor | None = None,
+                kp_driving: dict[str, Tensor] | None = None) -> dict[str, Any]:
         """Reconstruct ``driving`` from ``source`` (training), or animate with given ``kp_driving``."""
         if kp_driving is None:
             if driving is None:

@@ -200,7 +200,8 @@ class BackgroundMotionPredictor(nn.Module):
 
     def forward(self, source: Tensor, driving: Tensor) -> Tensor:
         if source.shape != driving.shape:
-            raise ValueError(f"source {tuple(source.shape)} and driving {tuple(driving.shape)} must have the same shape")
+            raise ValueError(
+                f"source {tuple(source.shape)} and driving {tuple(driving.shape)} must have the same shape")
         b = source.shape[0]
         rows = self.backbone(torch.cat([source, driving], dim=1)).view(b, 2, 3)
         last = torch.tensor([0.0, 0.0, 1.0], dtype=rows.dtype, device=rows.device).expand(b, 1, 3)

@@ -66,7 +66,8 @@ class GridSampleWarper(Warper):
     def extra_repr(self) -> str:
         return f"align_corners={self.align_corners}, padding_mode={self.padding_mode!r}"
 
-    def forward(self, feature: Tensor, deformation: Tensor, occlusion: Tensor | Sequence[Tensor] | None = None) -> Tensor:
+    def forward(self, feature: Tensor, deformation: Tensor,
+                occlusion: Tensor | Sequence[Tensor] | None = None) -> Tensor:
         size = tuple(feature.shape[2:])
         flow = resize_flow(deformation, size, self.align_corners)
         out = F.grid_sample(feature, flow.to(feature.dtype), mode=self.mode, padding_mode=self.padding_mode,
