@@ -29,12 +29,13 @@ import torch
 import thkit
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import PerFrameAnimator, StreamingAnimator
+from thkit.value_range import from_unit
 
 
 def _frames(n: int, size: int, lo: float, hi: float, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    src = torch.rand(3, size, size, generator=g) * (hi - lo) + lo
-    return src, [torch.rand(3, size, size, generator=g) * (hi - lo) + lo for _ in range(n)]
+    src = from_unit(torch.rand(3, size, size, generator=g), (lo, hi))
+    return src, [from_unit(torch.rand(3, size, size, generator=g), (lo, hi)) for _ in range(n)]
 
 
 def measure(recipe: str, frames: int, size: int, batch_sizes: list[int], io: bool) -> dict:

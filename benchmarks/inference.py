@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import thkit
 from thkit.transfer import transfer_motion
+from thkit.value_range import from_unit
 
 
 def conv_ceiling(repeats: int = 5) -> float:
@@ -59,8 +60,8 @@ def measure(recipe: str, batch: int, frames: int, size: int) -> list[dict]:
     model = thkit.create_model(recipe, size=size)  # parts that depend on the size follow it
     lo, hi = model.meta["input_range"]
     g = torch.Generator().manual_seed(0)
-    source = torch.rand(batch, 3, size, size, generator=g) * (hi - lo) + lo
-    drivings = [torch.rand(batch, 3, size, size, generator=g) * (hi - lo) + lo for _ in range(frames + 1)]
+    source = from_unit(torch.rand(batch, 3, size, size, generator=g), (lo, hi))
+    drivings = [from_unit(torch.rand(batch, 3, size, size, generator=g), (lo, hi)) for _ in range(frames + 1)]
     rows = []
     with torch.inference_mode():
         kp_source = model.detect(source)

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from attention import CpuPeak  # noqa: E402  (benchmarks/attention.py)
 
-from thkit.attention import get_backend, registered_backends  # noqa: E402
 import thkit  # noqa: E402
+from thkit.attention import get_backend, registered_backends  # noqa: E402
 from thkit.transfer import transfer_motion  # noqa: E402
 
 PARTS = {"keypoint_detector": "keypoints", "motion": "dense motion", "encoder": "encoder", "compensator.motion": "MCC",

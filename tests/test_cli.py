@@ -1,12 +1,11 @@
 """`thkit` CLI: build output, and the one-line errors users get (no traceback unless --debug)."""
-import textwrap
-
-import pytest
-
 import subprocess
+import textwrap
 from types import SimpleNamespace
 
+import pytest
 from conftest import run_cli
+
 from thkit.cli import main
 
 

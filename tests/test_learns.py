@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")

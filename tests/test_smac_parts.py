@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from thkit.builder import build, build_model
-from thkit.compensate.smac import (AppearanceCodebookCompensation, linspace_grid, window_partition,
-                                   window_reverse)
+from thkit.compensate.smac import AppearanceCodebookCompensation, linspace_grid, window_partition, window_reverse
 from thkit.decode.vqgan import SFTFusion, VQGANDecoder
 from thkit.encode.vqgan import VQGANEncoder
 from thkit.errors import RecipeError

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, run_cli
 from mmengine.hooks import Hook
 
-from conftest import ROOT, run_cli
 from thkit.engine.hooks import EMA_KEY
 from thkit.registry import HOOKS, LOSSES
 
@@ -262,9 +262,8 @@ def test_generator_ema_hook_averages_the_chosen_parts_and_swaps_for_validation()
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, synth_root):
-    from thkit.engine.trainer import NonFiniteLossError, unwrap
-
     from thkit.engine.runner import build_runner
+    from thkit.engine.trainer import NonFiniteLossError, unwrap
 
     opts = small_options(synth_root, **{"train_cfg.max_iters": 4, "train_cfg.val_interval": 100,
                                         "default_hooks.checkpoint.interval": 2,

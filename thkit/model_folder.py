@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from thkit.fileio import atomic_write
 from thkit.errors import CheckpointError, RecipeError
+from thkit.fileio import atomic_write
 
 FORMAT = "thkit-model/1"
 WEIGHTS, RECIPE, META = "model.safetensors", "recipe.json", "meta.json"

@@ -26,8 +26,7 @@ __all__ = ["hull_area", "movement_scale", "transfer_motion"]
 
 def hull_area(points: Tensor) -> float:
     """Area of the convex hull of ``points`` (N, 2), in float64 (``scipy.spatial.ConvexHull(...).volume``)."""
-    from scipy.spatial import ConvexHull
-    from scipy.spatial import QhullError
+    from scipy.spatial import ConvexHull, QhullError
 
     pts = points.detach().cpu().numpy()
     if pts.ndim != 2 or pts.shape[1] != 2:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import torch
 
+from thkit.attention._masks import key_padding_to_mask, merge_masks
 from thkit.attention.backends import (  # noqa: F401  (importing it registers the built-in backends)
     BackendUnavailableError,
     UnknownBackendError,
@@ -28,7 +29,6 @@ from thkit.attention.backends import (  # noqa: F401  (importing it registers th
     get_backend,
     registered_backends,
 )
-from thkit.attention._masks import key_padding_to_mask, merge_masks
 
 Tensor = torch.Tensor
 

@@ -64,6 +64,7 @@ def cmd_build(args) -> int:
     from thkit.api import create_model, load_recipe
     from thkit.interfaces import discriminate
     from thkit.plugins import load_plugins
+    from thkit.value_range import from_unit
 
     con = console()
     load_plugins(strict=args.strict_plugins)
@@ -92,8 +93,8 @@ def cmd_build(args) -> int:
     gen = torch.Generator().manual_seed(0)
     channels = int(model.recipe.get("num_channels", 3))
     shape = (args.batch, channels, size, size)
-    source = torch.rand(shape, generator=gen) * (hi - lo) + lo
-    driving = torch.rand(shape, generator=gen) * (hi - lo) + lo
+    source = from_unit(torch.rand(shape, generator=gen), (lo, hi))
+    driving = from_unit(torch.rand(shape, generator=gen), (lo, hi))
     with torch.inference_mode():
         t0 = time.perf_counter()
         out = model(source, driving)

@@ -99,7 +99,7 @@ class NetRules:
     adapt: Callable[[Rule, str, Tensor], tuple[str, Tensor]] | None = None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compile(pattern: str) -> re.Pattern:
     if "(?P<mod>" in pattern:
         return re.compile(pattern + "$")

@@ -49,10 +49,9 @@ import torch
 
 from thkit.convert._rules import BN, CONV, CONV_NOBIAS, KERNEL, Found, NetRules, Rule, convert_networks, match_score
 from thkit.convert.base import Converter
-from thkit.convert.fomm import (_base_recipe, _fomm_dense_motion, _fomm_keypoint_detector, _plain, _Section,
-                                _set_present)
-from thkit.registry import CONVERTERS
+from thkit.convert.fomm import _base_recipe, _fomm_dense_motion, _fomm_keypoint_detector, _plain, _Section, _set_present
 from thkit.errors import CheckpointError
+from thkit.registry import CONVERTERS
 
 Tensor = torch.Tensor
 

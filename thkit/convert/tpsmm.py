@@ -30,8 +30,18 @@ from typing import Any
 
 import torch
 
-from thkit.convert._rules import (AFFINE, BN, CONV, CONV_NOBIAS, KERNEL, LINEAR, NetRules, Rule, convert_networks,
-                                 match_score)
+from thkit.convert._rules import (
+    AFFINE,
+    BN,
+    CONV,
+    CONV_NOBIAS,
+    KERNEL,
+    LINEAR,
+    NetRules,
+    Rule,
+    convert_networks,
+    match_score,
+)
 from thkit.convert.base import Converter
 from thkit.convert.fomm import _base_recipe, _image_size, _official_sections, _plain, _Section, _set_present
 from thkit.registry import CONVERTERS

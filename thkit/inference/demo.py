@@ -116,9 +116,9 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     """Run the demo (see the module docstring); returns the paths of what it wrote."""
     from rich.console import Console
 
+    from thkit.api import create_model
     from thkit.datasets.synthetic import write_synthetic_dataset
     from thkit.engine.runner import train
-    from thkit.api import create_model
     from thkit.inference.animate import animate_video, motion_settings, resolve_device
     from thkit.inference.evaluate import build_metrics, evaluate, summarize, write_json
     from thkit.inference.stream import default_batch_size
