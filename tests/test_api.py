@@ -263,3 +263,13 @@ def test_build_accepts_a_config_dict():
     disc = build("discriminator", cfg.discriminator, path="discriminator")
     assert sum(p.numel() for p in disc.parameters()) == sum(
         p.numel() for p in build("discriminator", cfg.discriminator.to_dict(), path="discriminator").parameters())
+
+
+def test_a_size_the_hourglasses_cannot_pool_is_a_one_line_error():
+    """fomm/vox256's 5-block hourglasses at scale 0.25 pool a 64 px image to nothing: the builder hands the size
+    to the keypoint detector, whose error names the smallest size that works, at its recipe path."""
+    with pytest.raises(RecipeError, match=r"^model\.keypoint_detector: .*image_size=64 px is too small .* use at "
+                                          r"least 128 px"):
+        thkit.create_model("fomm/vox256", size=64)
+    r = run_cli("build", "fomm/vox256", "--size", "64")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "use at least 128 px" in r.stderr, r.stderr

@@ -149,10 +149,10 @@ def test_token_grid_follows_image_size():
     assert cfg.image_size == 128 and "num_tokens" not in cfg.model.compensator.motion.transformer
     comp = model.compensator
     assert comp.motion.transformer.num_tokens == comp.appearance.transformer.num_tokens == (128 // 8) ** 2 == 256
-    _, model = _model("small", size=32)
-    assert model.compensator.appearance.transformer.position_emb.shape == (16, 64)
-    src, drv = _images(64)
-    with pytest.raises(ValueError, match="num_tokens=16"):
+    _, model = _model("small", size=64)
+    assert model.compensator.appearance.transformer.position_emb.shape == (64, 64)
+    src, drv = _images(128)
+    with pytest.raises(ValueError, match="num_tokens=64"):
         with torch.no_grad():
             model.eval()(src, drv)
 

@@ -13,6 +13,7 @@ the same numbers): keypoints ``(x, y)`` in ``[-1, 1]`` on a grid whose endpoints
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -78,6 +79,19 @@ def heatmap_to_keypoints(heatmap: Tensor, jacobian_map: Tensor | None = None) ->
     return out
 
 
+def check_hourglass_fits(image_size: int | None, scale_factor: float, num_blocks: int) -> None:
+    """A ValueError naming the smallest image size that works when an hourglass of ``num_blocks`` 2x poolings at
+    ``scale_factor`` of the image (``image_size``, handed by the builder) would pool its input to nothing."""
+    if image_size is None:
+        return
+    side = int(int(image_size) * float(scale_factor))
+    if side >> int(num_blocks) < 1:
+        smallest = math.ceil((1 << int(num_blocks)) / float(scale_factor))
+        raise ValueError(f"image_size={image_size} px is too small for an hourglass of {num_blocks} blocks at scale "
+                         f"{scale_factor:g} ({side} px pooled {num_blocks} times); use at least {smallest} px "
+                         f"(or fewer num_blocks)")
+
+
 @KEYPOINT_DETECTORS.register_module()
 class FOMMKeypointDetector(KeypointDetector):
     """FOMM keypoint detector (sec. 3.1): anti-aliased downsampling, hourglass, 7x7 heads, soft-argmax.
@@ -94,8 +108,10 @@ class FOMMKeypointDetector(KeypointDetector):
 
     def __init__(self, num_kp: int = 10, in_channels: int = 3, block_expansion: int = 32, max_features: int = 1024,
                  num_blocks: int = 5, temperature: float = 0.1, estimate_jacobian: bool = True,
-                 scale_factor: float = 0.25, single_jacobian_map: bool = False, pad: int = 0, norm: str = "batch"):
+                 scale_factor: float = 0.25, single_jacobian_map: bool = False, pad: int = 0, norm: str = "batch",
+                 image_size: int | None = None):
         super().__init__()
+        check_hourglass_fits(image_size, scale_factor, num_blocks)
         if num_kp < 1:
             raise ValueError(f"num_kp must be >= 1, got {num_kp}")
         if temperature <= 0:
@@ -195,8 +211,9 @@ class FirstOrderMotion(MotionEstimator):
     def __init__(self, num_kp: int = 10, in_channels: int = 3, block_expansion: int = 64, max_features: int = 1024,
                  num_blocks: int = 5, scale_factor: float = 0.25, kp_variance: float = 0.01,
                  estimate_occlusion_map: bool = True, align_corners: bool = True, norm: str = "batch",
-                 return_driving_heatmap: bool = False):
+                 return_driving_heatmap: bool = False, image_size: int | None = None):
         super().__init__()
+        check_hourglass_fits(image_size, scale_factor, num_blocks)
         self.num_kp = num_kp
         self.return_driving_heatmap = bool(return_driving_heatmap)
         self.kp_variance = float(kp_variance)
