@@ -47,17 +47,22 @@ def load_recipe(name_or_path: str | os.PathLike, cfg_options: Mapping[str, Any] 
     ``size``: the recipe at another image size (parts that depend on it follow); ``cfg_options``: overrides
     (``{'model.motion.num_kp': 15}``).  A model folder's ``recipe.json`` is read as data, never executed.
     """
+    return _resolve(name_or_path, size, cfg_options)[0]
+
+
+def _resolve(name_or_path: str | os.PathLike, size: int | None, cfg_options: Mapping[str, Any] | None):
+    """``(recipe Config, folder meta)``: a model folder's recipe (meta non-empty) or a recipe name/file's."""
     from thkit.model_folder import is_model_folder, read_recipe
     from thkit.recipe import load_recipe as _load
 
-    if is_model_folder(name_or_path):
-        cfg, meta = read_recipe(name_or_path)
-        if size is not None:
-            cfg.merge_from_dict({"image_size": int(size)})
-        if cfg_options:
-            cfg.merge_from_dict(dict(cfg_options))
-        return cfg
-    return _load(name_or_path, dict(cfg_options) if cfg_options else None, size=size)
+    if not is_model_folder(name_or_path):
+        return _load(name_or_path, dict(cfg_options) if cfg_options else None, size=size), {}
+    cfg, meta = read_recipe(name_or_path)
+    if size is not None:
+        cfg.merge_from_dict({"image_size": int(size)})
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    return cfg, meta
 
 
 def build_parts(cfg, names: tuple[str, ...] = ()) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
@@ -96,21 +101,9 @@ def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
     ``input_range``, ``weights``: where its weights came from or ``None``).
     """
     from thkit.checkpoint import load_into
-    from thkit.model_folder import is_model_folder, read_recipe
 
-    folder_meta: dict[str, Any] = {}
-    if is_model_folder(name_or_path):
-        cfg, folder_meta = read_recipe(name_or_path)
-        if size is not None:
-            cfg.merge_from_dict({"image_size": int(size)})
-        if cfg_options:
-            cfg.merge_from_dict(dict(cfg_options))
-        weights = checkpoint if checkpoint is not None else name_or_path
-    else:
-        if checkpoint is not None and is_model_folder(checkpoint) and name_or_path is None:
-            return create_model(checkpoint, size=size, cfg_options=cfg_options, device=device, extra=extra)
-        cfg = load_recipe(name_or_path, cfg_options, size)
-        weights = checkpoint
+    cfg, folder_meta = _resolve(name_or_path, size, cfg_options)
+    weights = checkpoint if checkpoint is not None or not folder_meta else name_or_path
     if weights is not None and not Path(weights).exists():
         raise CheckpointError(f"checkpoint {weights} does not exist")
     try:
