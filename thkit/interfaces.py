@@ -195,7 +195,9 @@ class GenerationContext(dict):
     ``source`` (B,C,H,W), ``kp_source``, ``kp_driving``, ``motion`` (the motion estimator's dict),
     ``features`` (raw encoder features, fine to coarse), ``warper``, ``encoder`` (the model's encoder, e.g.
     for a compensator whose training targets are features of the driving frame), ``deformed`` (the source
-    warped by the flow at image size), and ``driving`` when it is known (training).
+    warped by the flow at image size), and ``driving`` when it is known (training).  After a compensator ran,
+    ``compensation`` is its output dict (e.g. refined occlusion maps a decoder blends with) and, when that output
+    has ``deformed`` (the source warped by a refined flow), ``deformed`` is replaced by it.
     """
 
 

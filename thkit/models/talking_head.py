@@ -113,6 +113,9 @@ class TalkingHeadModel(TalkingHeadModelBase):
         if self.compensator is not None:
             comp = self.compensator(warped, ctx)
             check_output("compensator", comp, "compensator")
+            ctx["compensation"] = comp  # the decoder may use the compensator's other outputs (refined occlusions)
+            if "deformed" in comp:  # a compensator that refines the flow gives the source warped by it
+                ctx["deformed"] = comp["deformed"]
             out.update({k: v for k, v in comp.items() if k != "features"})
             warped = comp["features"]
             out["compensated_features"] = warped

@@ -203,7 +203,8 @@ class FirstOrderMotion(MotionEstimator):
 
     Returns ``deformation`` (B, h, w, 2), ``occlusion_map`` (a list: ``[(B, 1, h, w)]``, or ``[]``),
     ``mask`` (B, K+1, h, w), ``sparse_deformed`` (B, K+1, C, h, w), ``sparse_motion`` (B, K+1, h, w, 2)
-    and ``heatmap_representation`` (B, K+1, 1, h, w).  With ``return_driving_heatmap`` also
+    and ``heatmap_representation`` (B, K+1, 1, h, w), and with an occlusion map ``occlusion_logits`` (B, 1, h, w),
+    the occlusion before its sigmoid.  With ``return_driving_heatmap`` also
     ``driving_kp_heatmap`` (B, K, h, w): the driving keypoints' Gaussians ``G(kp_D^k)`` alone, which SMAC's
     motion codebook compensation uses in its queries (the official SMAC dense motion network's extra output).
     """
@@ -258,7 +259,8 @@ class FirstOrderMotion(MotionEstimator):
         features = self.hourglass(x)
         mask = F.softmax(self.mask(features), dim=1)
         deformation = (mask.unsqueeze(-1) * motions).sum(dim=1)
-        occlusion = [torch.sigmoid(self.occlusion(features))] if self.occlusion is not None else []
+        logits = self.occlusion(features) if self.occlusion is not None else None
+        occlusion = [torch.sigmoid(logits)] if logits is not None else []
         out = {
             "deformation": deformation,
             "occlusion_map": occlusion,
@@ -267,6 +269,8 @@ class FirstOrderMotion(MotionEstimator):
             "sparse_motion": motions,
             "heatmap_representation": heat,
         }
+        if logits is not None:  # before the sigmoid (MRFA's flow refinement accumulates occlusion logits)
+            out["occlusion_logits"] = logits
         if self.return_driving_heatmap:
             out["driving_kp_heatmap"] = kp2gaussian(kp_driving["value"], (h, w), self.kp_variance)
         return out
