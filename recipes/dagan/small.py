@@ -1,0 +1,35 @@
+# DaGAN at reduced widths for CPU training and tests: 128 px, 10 keypoints, 4-level hourglasses, a ResNet-18 depth
+# network at a quarter of its widths.  Trainable with no download: `thkit train dagan/small` trains on thkit's
+# synthetic talking heads with FOMM's losses (as fomm/small).  The depth network is frozen, as in DaGAN; without
+# weights (model.keypoint_detector.depth.weights=FOLDER with encoder.pth and depth.pth of the same widths) it is a
+# fixed random network, so the "depth" the keypoints and the attention see is a fixed random image feature.
+_base_ = ['./vox256.py', '../_base_/datasets/synthetic.py']
+
+image_size = 128
+num_kp = 10
+
+model = dict(
+    keypoint_detector=dict(
+        num_kp=num_kp, block_expansion=16, max_features=256, num_blocks=4,
+        depth=dict(stage_widths=(16, 32, 64, 128), decoder_channels=(4, 8, 16, 32, 64))),
+    motion=dict(num_kp=num_kp, block_expansion=16, max_features=256, num_blocks=4),
+    encoder=dict(block_expansion=16, max_features=128),
+    compensator=dict(channels=64, block_expansion=16, max_features=128),
+    decoder=dict(block_expansion=16, max_features=128, num_bottleneck_blocks=4),
+)
+
+discriminator = dict(num_kp=num_kp, block_expansion=16, max_features=128)
+
+# ---- training on the synthetic data (CPU-sized, as fomm/small: perceptual pyramid up to relu1_1 on a random VGG
+# without $THKIT_VGG19_WEIGHTS, a pixel L1 term, no GAN, generator lr 5e-4) ---------------------------------------
+losses = dict(
+    pixel=dict(type='L1Loss', weight=100.0),
+    perceptual=dict(allow_random=True, layer_weights=[10.0]),
+    adversarial=None,
+)
+optim_wrapper = dict(generator=dict(optimizer=dict(lr=5e-4)))
+train_dataloader = dict(_delete_=True, **_base_.synthetic_train_dataloader)
+val_dataloader = dict(_delete_=True, **_base_.synthetic_val_dataloader)
+train_cfg = dict(max_iters=20_000, val_interval=1000)
+param_scheduler = [dict(type='MultiStepLR', by_epoch=False, milestones=[12_000, 18_000], gamma=0.1)]
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=1000))
