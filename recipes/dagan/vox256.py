@@ -8,7 +8,7 @@
 # holding DaGAN's encoder.pth and depth.pth (on the command line: --cfg-options
 # model.keypoint_detector.depth.weights=depth/models/weights_19).  num_layers=18 is demo.py's weights_19;
 # DaGAN's training script uses the ResNet-50 depth_face_model_Voxceleb2_10w (depth_layers = 50).  Official
-# checkpoints convert with `thkit convert --from dagan CKPT DEPTH_FOLDER`.
+# checkpoints convert with `thkit convert --from dagan CKPT DEPTH/encoder.pth DEPTH/depth.pth`.
 #
 # align_corners=False: DaGAN was written for torch >= 1.3, whose grid_sample / interpolate default is False.
 _base_ = ['../fomm/vox256_adv.py']
