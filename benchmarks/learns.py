@@ -1,7 +1,7 @@
 """Does training learn?  Train recipes on the synthetic talking heads for a fixed wall-time budget and compare
 held-out reconstruction before and after with the copy-the-source baseline.
 
-For each recipe (default ``fomm/small`` and ``smac/small``):
+For each recipe (default ``fomm/small``, ``smac/small`` and ``tpsmm/small``):
 
 1. the synthetic dataset (``thkit.datasets.synthetic``) is written once to ``--data`` (no download);
 2. ``thkit train``'s runner is built (``thkit.engine.runner.build_runner``) with the recipe's losses and
@@ -64,8 +64,11 @@ def training_options(recipe: str, args) -> dict:
     opts["param_scheduler"] = []
     opts["default_hooks.checkpoint.interval"] = 10**9
     opts["default_hooks.logger.interval"] = 20
+    # the recipe's attribute schedules (TPSMM's TPS dropout and background switch) are part of its training
+    schedules = [h for h in cfg.get("custom_hooks", []) if h.get("type") == "PartAttributeScheduleHook"]
     opts["custom_hooks"] = [dict(type="TrainRecordsHook"), dict(type="TimeBudgetHook", seconds=args.minutes * 60),
-                            dict(type="SampleGridHook", interval=10**9, num_samples=4), dict(type="ExportWeightsHook")]
+                            dict(type="SampleGridHook", interval=10**9, num_samples=4), dict(type="ExportWeightsHook"),
+                            *schedules]
     if "perceptual" in cfg.get("losses", {}):
         opts["losses.perceptual.allow_random"] = True
     return opts
@@ -124,7 +127,7 @@ def run(recipe: str, args) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipes", nargs="+", default=["fomm/small", "smac/small"])
+    p.add_argument("--recipes", nargs="+", default=["fomm/small", "smac/small", "tpsmm/small"])
     p.add_argument("--minutes", type=float, default=15.0, help="training wall time per recipe (<= 15 in the report)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)

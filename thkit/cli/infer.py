@@ -12,14 +12,34 @@ from thkit.cli._common import add_model_args, batch_size, console, load_model, s
 
 
 def cmd_animate(args) -> int:
-    from thkit.inference.animate import animate_video, motion_settings, resolve_device
+    from thkit.inference.animate import (
+        BUILTIN_MODES,
+        animate_video,
+        animation_mode_network,
+        motion_settings,
+        resolve_device,
+    )
+    from thkit.inference.errors import InferenceError
 
+    mode = args.mode
+    if mode in ("absolute", "standard", "relative"):
+        want = mode == "relative"
+        if args.relative is not None and args.relative != want:
+            raise InferenceError(f"--mode {mode} and --{'relative' if args.relative else 'absolute'} contradict "
+                                 "each other; give one of them")
+        args.relative = want
     device = resolve_device(args.device)
     set_threads(args)
     model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
                             args.cfg_options, device, size=args.size)
     if args.random_weights:
         print("note: --random-weights: the model is untrained, the video shows noise-like output")
+    transfer_net = None
+    if mode is not None and mode not in BUILTIN_MODES:
+        if args.relative is not None:
+            raise InferenceError(f"--mode {mode} replaces motion transfer: leave out --relative/--absolute")
+        transfer_net = animation_mode_network(model, mode, trusted=args.trusted,
+                                              checkpoint_format=args.checkpoint_format)
     mt = motion_settings(cfg, relative=args.relative, adapt_scale=args.adapt_scale,
                          relative_jacobian=args.relative_jacobian)
     size = model.meta["image_size"]
@@ -30,13 +50,17 @@ def cmd_animate(args) -> int:
         adapt_movement_scale=mt["adapt_movement_scale"], crop=args.crop, crop_scale=args.crop_scale,
         crop_frames=args.crop_frames, face_detector=args.face_detector, side_by_side=args.side_by_side,
         audio=not args.no_audio, batch_size=batch_size(args, device), device=device,
-        progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf)
-    mode = "relative" if mt["relative"] else "absolute"
-    if mt["relative"]:
-        mode += f", adapt-scale {'on' if mt['adapt_movement_scale'] else 'off'}"
+        progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf, keypoint_transfer=transfer_net)
+    if transfer_net is not None:
+        desc = f"{mode} mode: keypoints from the recipe's network"
+    else:
+        desc = "relative" if mt["relative"] else "absolute"
+        if mt["relative"]:
+            desc += f", adapt-scale {'on' if mt['adapt_movement_scale'] else 'off'}"
+        desc += " motion"
     crop = f"; face crop by {res.crop['detector']}" if res.crop else ""
     print(f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps "
-          f"({mode} motion{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}")
+          f"({desc}{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}")
     return 0
 
 
@@ -118,6 +142,10 @@ def add_commands(subparsers) -> None:
                    help="relative motion: apply the driving keypoints' change since its first frame (default: recipe)")
     g.add_argument("--absolute", dest="relative", action="store_false",
                    help="absolute motion: use the driving keypoints as they are (transfers the driving face's shape)")
+    a.add_argument("--mode", default=None,
+                   help="relative, absolute (official demos: standard), or an animation mode of the recipe "
+                        "(its animation_modes, e.g. TPSMM's avd: a trained network maps the source and driving "
+                        "keypoints to the keypoints to animate with) (default: the recipe's motion_transfer)")
     a.add_argument("--adapt-scale", action=argparse.BooleanOptionalAction, default=None,
                    help="scale relative motion by the ratio of the source and first-frame keypoint hulls "
                         "(default: recipe)")

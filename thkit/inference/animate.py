@@ -23,7 +23,11 @@ from thkit.value_range import from_unit, to_unit
 
 Tensor = torch.Tensor
 
-__all__ = ["resolve_device", "read_image", "animate_video", "AnimateResult", "motion_settings"]
+__all__ = ["resolve_device", "read_image", "animate_video", "AnimateResult", "motion_settings",
+           "animation_mode_network"]
+
+#: animation modes every recipe has: relative motion transfer and absolute keypoints (the official demos' 'standard')
+BUILTIN_MODES = ("relative", "absolute", "standard")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -60,6 +64,44 @@ def motion_settings(cfg, relative: bool | None = None, adapt_scale: bool | None 
     if relative_jacobian is not None:
         base["relative_jacobian"] = bool(relative_jacobian)
     return base
+
+
+def animation_mode_network(model: torch.nn.Module, mode: str, checkpoint: str | os.PathLike | None = None,
+                           checkpoint_format: str = "auto", trusted: bool = False) -> torch.nn.Module:
+    """The keypoint-transfer network of an animation mode that the model's recipe defines, with its weights.
+
+    A recipe names its extra modes in ``animation_modes``: ``{mode: dict(keypoint_transfer=NAME, kind='motion')}``,
+    where ``NAME`` is a top-level recipe entry (the network's config) and ``kind`` the registry it is built from.
+    The network maps ``(kp_source, kp_driving)`` to the keypoints to animate with, in place of relative motion
+    transfer; its weights are the entry ``NAME`` of the model's checkpoint (``checkpoint``, default the one the
+    model was loaded from: ``model.meta['weights']``).  Returned in eval mode on the model's device.
+    """
+    from thkit.builder import build
+    from thkit.checkpoint import load_state_dict_strict, read_state_dicts
+    from thkit.errors import CheckpointError
+
+    cfg = getattr(model, "recipe", None)
+    modes = dict((cfg.get("animation_modes") or {}) if cfg is not None else {})
+    if mode not in modes:
+        have = ", ".join([*BUILTIN_MODES, *modes]) if cfg is not None else ", ".join(BUILTIN_MODES)
+        raise InferenceError(f"animation mode {mode!r} is not one of this recipe's modes ({have})")
+    spec = dict(modes[mode])
+    name = spec.get("keypoint_transfer")
+    if not name or cfg.get(name) is None:
+        raise InferenceError(f"animation mode {mode!r}: the recipe's animation_modes.{mode}.keypoint_transfer must "
+                             f"name a network config of the recipe, got {name!r}")
+    weights = checkpoint if checkpoint is not None else (getattr(model, "meta", {}) or {}).get("weights")
+    if weights is None:
+        raise InferenceError(f"animation mode {mode!r} needs the trained {name!r} network: pass --checkpoint with "
+                             f"its weights")
+    net = build(spec.get("kind", "motion"), cfg[name], path=name)
+    sds = read_state_dicts(weights, checkpoint_format, trusted)
+    if name not in sds:
+        raise CheckpointError(f"checkpoint {weights} has no {name!r} weights (has: {', '.join(sds)}), which animation "
+                              f"mode {mode!r} needs; use a checkpoint trained with that network, or --mode relative")
+    load_state_dict_strict(net, sds[name], name)
+    param = next(model.parameters(), None)
+    return net.to(param.device if param is not None else "cpu").eval()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -138,12 +180,14 @@ def animate_video(
     max_frames: int | None = None,
     crf: int = 18,
     queue_size: int | None = None,
+    keypoint_transfer: torch.nn.Module | None = None,
 ) -> AnimateResult:
     """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with the driving video and write ``out``.
 
     The output has the driving video's frame rate and audio; its frames are ``image_size`` square (three
     side by side with ``side_by_side``: source | driving | result).  See the module docstring for the
-    threads and the atomic write.
+    threads and the atomic write.  ``keypoint_transfer`` (:func:`animation_mode_network`): a network that maps
+    ``(kp_source, kp_driving)`` to the keypoints to animate with, in place of motion transfer.
     """
     from tqdm import tqdm
 
@@ -185,7 +229,8 @@ def animate_video(
         return t.pin_memory() if pin else t
 
     animator = StreamingAnimator(model, relative=relative, relative_jacobian=relative_jacobian,
-                                 adapt_movement_scale=adapt_movement_scale, batch_size=batch_size)
+                                 adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
+                                 keypoint_transfer=keypoint_transfer)
     audio_from = driving if (audio and info.has_audio) else None
     qsize = queue_size or max(8, 2 * batch_size)
     writer = VideoWriter(out, info.fps, width, size, audio_from=audio_from, crf=crf, queue_size=qsize)

@@ -104,6 +104,8 @@ class StreamingAnimator:
         batch_size: driving frames per forward pass (default: :func:`default_batch_size` of the model's device).
         pass_driving: give the driving frames to the model (reconstruction: e.g. TPSMM's background motion
             predictor then runs, as in the official reconstruction; the official animation demos do not).
+        keypoint_transfer: a network ``(kp_source, kp_driving) -> keypoints`` used instead of motion transfer
+            (a recipe's animation mode, :func:`thkit.inference.animate.animation_mode_network`).
 
     Usage::
 
@@ -114,7 +116,8 @@ class StreamingAnimator:
     """
 
     def __init__(self, model: torch.nn.Module, relative: bool = True, relative_jacobian: bool = True,
-                 adapt_movement_scale: bool = False, batch_size: int | None = None, pass_driving: bool = False):
+                 adapt_movement_scale: bool = False, batch_size: int | None = None, pass_driving: bool = False,
+                 keypoint_transfer: torch.nn.Module | None = None):
         if batch_size is None:
             param = next(model.parameters(), None)
             batch_size = default_batch_size(param.device if param is not None else "cpu")
@@ -126,6 +129,7 @@ class StreamingAnimator:
         self.adapt_movement_scale = adapt_movement_scale
         self.batch_size = int(batch_size)
         self.pass_driving = bool(pass_driving)
+        self.keypoint_transfer = keypoint_transfer
         self.cache: dict[str, Any] | None = None
         self.transfer: MotionTransfer | None = None
 
@@ -152,7 +156,12 @@ class StreamingAnimator:
         if self.transfer is None:
             raise RuntimeError("call set_source first")
         kp_driving = self.model.detect(driving)
-        kp = self.transfer(kp_driving)
+        if self.keypoint_transfer is not None:
+            n = driving.shape[0]
+            kp_source = {k: v.expand(n, *v.shape[1:]) for k, v in self.cache["kp_source"].items()}
+            kp = self.keypoint_transfer(kp_source, kp_driving)
+        else:
+            kp = self.transfer(kp_driving)
         out = self.model.animate(self.cache, kp, driving=driving if self.pass_driving else None)
         return out["prediction"]
 

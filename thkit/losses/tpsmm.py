@@ -75,3 +75,21 @@ class BackgroundCycleLoss(Loss):
             raise ValueError(f"BackgroundCycleLoss: expected (B, 3, 3) affines, got {tuple(bg_param.shape)}")
         eye = torch.eye(3, dtype=bg_param.dtype, device=bg_param.device)
         return self.weight * (eye - bg_param @ bg_param_reverse).abs().mean()
+
+
+@LOSSES.register_module()
+class KeypointReconstructionLoss(Loss):
+    """Keypoint reconstruction (TPSMM's AVD stage, ``train_avd.py`` ``rec_kp``): ``weight * mean |kp - kp_hat|``.
+
+    ``kp_hat`` is what a keypoint-transfer network made of the source keypoints and randomly rescaled driving
+    keypoints (``kp_transferred``); ``kp`` the driving frame's own keypoints (``kp_driving``), which it must
+    recover.  Weight: TPSMM ``lambda_shift`` 1.
+    """
+
+    default_inputs = {"prediction": "kp_transferred", "target": "kp_driving"}
+
+    def forward(self, prediction: dict[str, Tensor] | Tensor, target: dict[str, Tensor] | Tensor) -> Tensor:
+        pred = prediction["value"] if isinstance(prediction, dict) else prediction
+        tgt = target["value"] if isinstance(target, dict) else target
+        check_same_shape(pred, tgt, "KeypointReconstructionLoss(kp_transferred, kp_driving)")
+        return self.weight * (tgt.detach() - pred).abs().mean()
