@@ -10,9 +10,9 @@ RECIPES = list_recipes()
 
 @pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(p.parent.parent)) for p in RECIPES])
 def test_recipe_builds_and_runs(path):
-    cfg = load_recipe(path)
-    model = build_model(cfg.model.to_dict(), image_size=cfg.get("image_size")).eval()
-    size = int(cfg.get("test_size", min(int(cfg.get("image_size", 64)), 128)))
+    size = int(load_recipe(path).get("test_size", min(int(load_recipe(path).get("image_size", 64)), 128)))
+    cfg = load_recipe(path, size=size)  # built for the size it runs at (parts that depend on it follow)
+    model = build_model(cfg.model, image_size=cfg.get("image_size")).eval()
     lo, hi = cfg.model.get("input_range", (0.0, 1.0))
     g = torch.Generator().manual_seed(0)
     src = torch.rand(1, 3, size, size, generator=g) * (hi - lo) + lo
