@@ -19,12 +19,13 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
-FENCE = re.compile(r"^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^[ \t]*```(?P<lang>[\w-]*)\n(?P<body>.*?)^[ \t]*```", re.S | re.M)
 MARKER = re.compile(r"<!--\s*docs-test:\s*(?P<what>run|excerpt|skip)\b:?\s*(?P<arg>.*?)\s*-->\s*$")
 COMMAND_LANGS = {"bash", "sh", "shell", "console", "python", "py"}
 BOX = re.compile(r"[│┃┏┓┗┛━┳┻╇┡┩└┘┴┬─╋┼═]+")
@@ -40,7 +41,7 @@ def blocks() -> list[dict]:
     for path in _doc_files():
         text = path.read_text()
         for m in FENCE.finditer(text):
-            lang, body = m.group("lang"), m.group("body")
+            lang, body = m.group("lang"), textwrap.dedent(m.group("body"))
             first = body.lstrip().splitlines()[0] if body.strip() else ""
             if lang not in COMMAND_LANGS and not first.startswith(("thkit ", "$ ")):
                 continue

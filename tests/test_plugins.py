@@ -129,6 +129,9 @@ def test_plugin_recipes_are_listed_and_build_with_the_plugins_part(plugin_site):
     r = run_cli("build", "example/fomm_bicubic", env=_env(plugin_site))
     assert r.returncode == 0, r.stderr
     assert "BicubicBorderWarper" in r.stdout and "prediction: 1x3x64x64" in r.stdout
+    # the plugin's compensator sits in the compensator slot, with its parameters, from the plugin
+    row = next(ln for ln in r.stdout.splitlines() if "model.compensator" in ln)
+    assert "ResidualRefineCompensator" in row and "plugin example" in row and " 18,496 " in row
     # without plugins the recipe is unknown, with a one-line error naming the closest recipes
     r = run_cli("build", "example/fomm_bicubic", env=_env(plugin_site, THKIT_NO_PLUGINS="1"))
     assert r.returncode == 2 and r.stderr.startswith("error: no recipe 'example/fomm_bicubic'"), r.stderr

@@ -3,4 +3,4 @@
 
 def register() -> None:
     """Entry point of the ``thkit.plugins`` group: importing the module registers its parts."""
-    from thkit_example_plugin import warpers  # noqa: F401
+    from thkit_example_plugin import compensators, warpers  # noqa: F401

@@ -1,4 +1,4 @@
-# FOMM at small widths with this plugin's BicubicBorderWarper in place of the bilinear warp (a plugin recipe).
+# FOMM at small widths with this plugin's BicubicBorderWarper and ResidualRefineCompensator (a plugin recipe).
 # A plugin's recipes are found through its `thkit.recipes` entry point: `thkit build example/fomm_bicubic`.
 image_size = 64
 num_kp = 10
@@ -11,6 +11,7 @@ model = dict(
                 scale_factor=0.25),
     encoder=dict(type='FOMMEncoder', block_expansion=8, max_features=64, num_down_blocks=2, out_indices=(-1, )),
     warper=dict(type='BicubicBorderWarper'),
+    compensator=dict(type='ResidualRefineCompensator', channels=[32]),  # the encoder's one warped map: 32 wide
     decoder=dict(type='FOMMDecoder', block_expansion=8, max_features=64, num_down_blocks=2,
                  num_bottleneck_blocks=2),
 )
