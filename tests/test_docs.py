@@ -155,7 +155,7 @@ def test_every_registered_part_is_documented():
 
 
 def test_generated_reference_pages():
-    from thkit.docgen import architecture_mermaid, components_page, model_slots, recipes_page
+    from thkit.docgen import architecture_mermaid, components_page, metrics_page, model_slots, recipes_page
     from thkit.recipe import recipe_index
     from thkit.registry import KINDS
 
@@ -170,6 +170,9 @@ def test_generated_reference_pages():
     assert "does not build" not in recipes
     assert "| `fomm/vox256` |" in recipes and "| 59,790,759 |" in recipes
     assert dict(model_slots())["motion"] == "motion" and "kind compensator" in architecture_mermaid()
+    metrics = metrics_page()
+    for name in KINDS["metric"].registry.module_dict:
+        assert f"## {name}" in metrics
 
 
 def test_docstring_and_type_check_would_fail(monkeypatch):

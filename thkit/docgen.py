@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["architecture_mermaid", "benchmarks_page", "component_rows", "components_page", "methods_index",
-           "recipe_rows", "recipes_page"]
+           "metrics_page", "recipe_rows", "recipes_page"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,6 +62,26 @@ def components_page() -> str:
             out += [f"## {kind}", "", r["description"].capitalize() + ".", ""]
         doc = r["doc"].split("\n\n")[0].replace("\n", " ")
         out += [f"### `{r['name']}`", "", f"*{r['origin']}*", "", doc, ""]
+        if r["args"]:
+            out += ["| argument | type | default |", "|---|---|---|"]
+            out += [f"| `{n}` | `{_md(t)}` | `{_md(d)}` |" if d else f"| `{n}` | `{_md(t)}` | required |"
+                    for n, t, d in r["args"]]
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+def metrics_page() -> str:
+    """Each registered metric with its whole docstring (definition, convention, backends, paper-exactness) and
+    its arguments: the evaluation reference."""
+    out = ["# Metrics", "",
+           "Generated from the `metric` registry when the documentation is built. `thkit eval --metrics NAME[:k=v]` "
+           "picks metrics and their arguments (e.g. `AKD:backend=mediapipe`); each result in the JSON report "
+           "carries its `backend`, `paper_exact` flag and `convention`. thkit never downloads metric weights: a "
+           "metric whose weights file is missing is listed as a note (or is an error when named).", ""]
+    for r in component_rows():
+        if r["kind"] != "metric":
+            continue
+        out += [f"## {r['name']}", "", r["doc"], ""]
         if r["args"]:
             out += ["| argument | type | default |", "|---|---|---|"]
             out += [f"| `{n}` | `{_md(t)}` | `{_md(d)}` |" if d else f"| `{n}` | `{_md(t)}` | required |"
