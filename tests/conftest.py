@@ -81,3 +81,27 @@ def official_zero_state_dicts(method: str) -> dict:
     return {net: {k: torch.zeros(shape, dtype=getattr(torch, info.get("non_float32_keys", {}).get(k, "float32")))
                   for k, shape in info["keys"].items()}
             for net, info in keys["networks"].items()}
+
+
+def close_compact(t: torch.Tensor, ref, atol: float, what: str) -> float:
+    """Max abs error of ``t`` against a full tensor, or against a compacted fixture entry (README §1.1: every
+    ``stride``-th element on the spatial dims, then the sums), asserting it is within ``atol``."""
+    t = t.detach()
+    if isinstance(ref, dict) and ref.get("__compact__"):
+        assert list(t.shape) == ref["shape"], f"{what}: shape {tuple(t.shape)} vs {ref['shape']}"
+        d0, d1 = ref["spatial_dims"]
+        idx = [slice(None)] * t.dim()
+        idx[d0] = idx[d1] = slice(None, None, ref["stride"])
+        err = (t[tuple(idx)].double() - ref["sub"].double()).abs().max().item()
+        td = t.double()
+        n = t.numel()
+        for key, val in (("sum", td.sum()), ("abs_sum", td.abs().sum())):
+            gap = abs(val.item() - ref[key])
+            assert gap <= 0.1 * atol * n, f"{what}: {key} differs by {gap:.3g} (> {0.1 * atol * n:.3g})"
+        sq = td.pow(2).sum().item()
+        assert abs(sq - ref["sq_sum"]) <= 1e-4 * max(1.0, ref["sq_sum"]), f"{what}: sq_sum {sq} vs {ref['sq_sum']}"
+    else:
+        assert t.shape == ref.shape, f"{what}: shape {tuple(t.shape)} vs {tuple(ref.shape)}"
+        err = (t.double() - ref.double()).abs().max().item()
+    assert err <= atol, f"{what}: max abs error {err:.3g} > {atol:g}"
+    return err

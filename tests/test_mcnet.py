@@ -14,6 +14,7 @@ import warnings
 import pytest
 import torch
 from conftest import FIXTURES as OFFICIAL
+from conftest import close_compact as _close
 from conftest import official_nets, official_zero_state_dicts
 
 from thkit.builder import build, build_model
@@ -34,29 +35,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _img(u8: torch.Tensor) -> torch.Tensor:
     return u8.to(torch.float32) / 255.0
-
-
-def _close(t: torch.Tensor, ref, atol: float, what: str) -> float:
-    """Compare ``t`` with a full tensor or a compacted entry (sampled elements, then the sums)."""
-    t = t.detach()
-    if isinstance(ref, dict) and ref.get("__compact__"):
-        assert list(t.shape) == ref["shape"], f"{what}: shape {tuple(t.shape)} vs {ref['shape']}"
-        d0, d1 = ref["spatial_dims"]
-        idx = [slice(None)] * t.dim()
-        idx[d0] = idx[d1] = slice(None, None, ref["stride"])
-        err = (t[tuple(idx)].double() - ref["sub"].double()).abs().max().item()
-        td = t.double()
-        n = t.numel()
-        for key, val in (("sum", td.sum()), ("abs_sum", td.abs().sum())):
-            gap = abs(val.item() - ref[key])
-            assert gap <= 0.1 * atol * n, f"{what}: {key} differs by {gap:.3g} (> {0.1 * atol * n:.3g})"
-        sq = td.pow(2).sum().item()
-        assert abs(sq - ref["sq_sum"]) <= 1e-4 * max(1.0, ref["sq_sum"]), f"{what}: sq_sum {sq} vs {ref['sq_sum']}"
-    else:
-        assert t.shape == ref.shape, f"{what}: shape {tuple(t.shape)} vs {tuple(ref.shape)}"
-        err = (t.double() - ref.double()).abs().max().item()
-    assert err <= atol, f"{what}: max abs error {err:.3g} > {atol:g}"
-    return err
 
 
 @pytest.fixture(scope="module")

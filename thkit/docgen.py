@@ -29,6 +29,14 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
+def _args_table(args: list[tuple[str, str, str]]) -> list[str]:
+    """A Markdown table of constructor arguments ``(name, type, default)`` ('' default: required)."""
+    if not args:
+        return []
+    rows = [f"| `{n}` | `{_md(t)}` | `{_md(d)}` |" if d else f"| `{n}` | `{_md(t)}` | required |" for n, t, d in args]
+    return ["| argument | type | default |", "|---|---|---|", *rows, ""]
+
+
 def component_rows() -> list[dict[str, Any]]:
     """One row per registered part: kind, name, docstring, arguments ``(name, type, default)``, origin."""
     from thkit.plugins import load_plugins, origin
@@ -61,12 +69,7 @@ def components_page() -> str:
             kind = r["kind"]
             out += [f"## {kind}", "", r["description"].capitalize() + ".", ""]
         doc = r["doc"].split("\n\n")[0].replace("\n", " ")
-        out += [f"### `{r['name']}`", "", f"*{r['origin']}*", "", doc, ""]
-        if r["args"]:
-            out += ["| argument | type | default |", "|---|---|---|"]
-            out += [f"| `{n}` | `{_md(t)}` | `{_md(d)}` |" if d else f"| `{n}` | `{_md(t)}` | required |"
-                    for n, t, d in r["args"]]
-            out.append("")
+        out += [f"### `{r['name']}`", "", f"*{r['origin']}*", "", doc, ""] + _args_table(r["args"])
     return "\n".join(out) + "\n"
 
 
@@ -81,12 +84,7 @@ def metrics_page() -> str:
     for r in component_rows():
         if r["kind"] != "metric":
             continue
-        out += [f"## {r['name']}", "", r["doc"], ""]
-        if r["args"]:
-            out += ["| argument | type | default |", "|---|---|---|"]
-            out += [f"| `{n}` | `{_md(t)}` | `{_md(d)}` |" if d else f"| `{n}` | `{_md(t)}` | required |"
-                    for n, t, d in r["args"]]
-            out.append("")
+        out += [f"## {r['name']}", "", r["doc"], ""] + _args_table(r["args"])
     return "\n".join(out) + "\n"
 
 
