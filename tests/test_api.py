@@ -273,3 +273,38 @@ def test_a_size_the_hourglasses_cannot_pool_is_a_one_line_error():
         thkit.create_model("fomm/vox256", size=64)
     r = run_cli("build", "fomm/vox256", "--size", "64")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "use at least 128 px" in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def mcnet_official(tmp_path_factory):
+    fx = torch.load(FIXTURES / "mcnet" / "tiny.pt", weights_only=True)
+    path = tmp_path_factory.mktemp("mcnet") / "vox256-mcnet.pth.tar"
+    torch.save(fx["state_dict"], path)
+    return path
+
+
+def test_a_checkpoint_that_fixes_other_settings_names_them(mcnet_official):
+    """An official MCNet file given to a recipe with another memory size: the error names the setting, both values
+    and the --cfg-options that make it fit (the converter's checkpoint_settings), not a list of tensor shapes."""
+    with pytest.raises(CheckpointError) as e:
+        thkit.create_model("mcnet/tiny_fixture", checkpoint=mcnet_official,
+                           cfg_options={"model.compensator.mb_channel": 8})
+    msg = str(e.value)
+    assert "(an official mcnet checkpoint)" in msg and "\n" not in msg
+    assert "model.compensator.mb_channel=16 (the recipe has 8)" in msg
+    assert "pass --cfg-options model.compensator.mb_channel=16" in msg
+
+
+def test_mcnet_animates_from_its_official_file_and_a_model_folder(mcnet_official, tmp_path):
+    """MCNet through the front door: the official file is detected, converted into a folder, and both animate the
+    same frames (deterministic noise at inference)."""
+    from thkit.checkpoint import detect_format, torch_load
+
+    assert detect_format(torch_load(mcnet_official)) == "mcnet"
+    folder = thkit.convert_checkpoint(mcnet_official, tmp_path / "mcnet", recipe="mcnet/tiny_fixture")
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    driving = rng.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    a = thkit.animate(source, driving, thkit.create_model("mcnet/tiny_fixture", checkpoint=mcnet_official))
+    b = thkit.animate(source, driving, thkit.create_model(folder))
+    assert a.shape == (2, 256, 256, 3) and np.array_equal(a, b)

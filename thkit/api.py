@@ -118,8 +118,9 @@ def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
         try:
             load_into(model, weights, fmt=checkpoint_format, trusted=trusted, extra=nets)
         except CheckpointError as e:
+            fix = _settings_hint(weights, cfg, checkpoint_format, trusted)
             raise CheckpointError(f"checkpoint {weights}{_what_it_is(weights, checkpoint_format, trusted)} does "
-                                  f"not fit recipe {name_or_path}: {e}") from e
+                                  f"not fit recipe {name_or_path}: {fix or e}") from e
     model.recipe = cfg
     model.meta = {"image_size": int(cfg.get("image_size", 256)),
                   "input_range": tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0))),
@@ -129,6 +130,37 @@ def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
         model.extra = nets
     model = model.eval()
     return model.to(device) if device is not None else model
+
+
+def _settings_hint(path: str | os.PathLike, cfg, fmt: str, trusted: bool) -> str:
+    """For an official checkpoint whose converter knows the settings it fixes (keypoint count, memory size, ...):
+    which differ from the recipe, and the ``--cfg-options`` that make it fit ('' when none is known)."""
+    from thkit.checkpoint import detect_format, torch_load
+    from thkit.convert import get_converter
+    from thkit.model_folder import is_model_folder
+
+    try:
+        if is_model_folder(path):
+            return ""
+        obj = torch_load(path, trusted=trusted)
+        method = fmt if fmt != "auto" else detect_format(obj)
+        if method in ("unknown", "thkit"):
+            return ""
+        wanted = get_converter(method).checkpoint_settings(obj)
+    except Exception:  # noqa: BLE001 - only a hint for a message
+        return ""
+    differ = {}
+    for key, value in wanted.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        if node is not None and node != value:
+            differ[key] = (node, value)
+    if not differ:
+        return ""
+    have = ", ".join(f"{k}={v!r} (the recipe has {r!r})" for k, (r, v) in differ.items())
+    opts = " ".join(f"{k}={v}" for k, (_, v) in differ.items())
+    return f"the checkpoint has {have}; pass --cfg-options {opts} (or cfg_options=)"
 
 
 def _what_it_is(path: str | os.PathLike, fmt: str, trusted: bool) -> str:

@@ -69,6 +69,12 @@ class Converter:
         are what a method's yaml cannot tell (FOMM: ``image_size``, ``align_corners``)."""
         raise NotImplementedError(f"the {self.method} converter cannot map an official configuration yet")
 
+    def checkpoint_settings(self, checkpoint: Any) -> dict[str, Any]:
+        """The recipe settings an official checkpoint fixes, ``{recipe path: value}`` (e.g.
+        ``{'model.keypoint_detector.num_kp': 15}``), so that a checkpoint that does not fit a recipe is reported
+        with the ``--cfg-options`` that make it fit.  Default: none known."""
+        return {}
+
     def __call__(self, checkpoint: Any) -> StateDicts:
         return self.convert(checkpoint)
 

@@ -271,6 +271,18 @@ class MCNetConverter(Converter):
         """What an official checkpoint fixes: ``num_kp``, ``mb_channel``, ``mb_spatial``."""
         return _describe(strip_module(checkpoint))
 
+    def checkpoint_settings(self, checkpoint: Any) -> dict[str, Any]:
+        """The keypoint count and memory size of the file, at the recipe paths of ``recipes/mcnet/*``."""
+        info = self.describe(checkpoint) if isinstance(checkpoint, Mapping) else {}
+        out: dict[str, Any] = {}
+        if "num_kp" in info:
+            for path in ("model.keypoint_detector.num_kp", "model.motion.num_kp", "model.compensator.num_kp"):
+                out[path] = info["num_kp"]
+        for key in ("mb_channel", "mb_spatial"):
+            if key in info:
+                out[f"model.compensator.{key}"] = info[key]
+        return out
+
     def recipe_from_official(self, official_config: Mapping[str, Any], patches: Mapping[str, Any] | None = None,
                              *, cli_args: Mapping[str, Any] | None = None,
                              image_size: int | None = None) -> dict[str, Any]:
