@@ -288,6 +288,40 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, synth_roo
         assert torch.equal(saved[k], p.detach().cpu()), k
 
 
+def test_nonfinite_skip_mode_drops_the_batch_without_an_update(tmp_path, synth_root):
+    """trainer.nonfinite='skip' (MCNet's official loop): a NaN batch leaves every weight as it was and
+    is logged; more than max_skips in a row stop training with the same error as the 'stop' mode."""
+    from thkit.engine.runner import build_runner
+    from thkit.engine.trainer import NonFiniteLossError, unwrap
+
+    opts = small_options(synth_root, **{"train_cfg.max_iters": 6, "train_cfg.val_interval": 100,
+                                        "default_hooks.checkpoint.interval": 100,
+                                        "losses.boom": dict(type="NaNFromLoss", start=2),
+                                        "trainer": dict(nonfinite="skip", max_skips=2)})
+    runner = build_runner("fomm/small", work_dir=str(tmp_path), cfg_options=opts)
+    model = unwrap(runner.model)
+    seen, logged = [], []
+    orig_inner, orig_step = model._train_step, model.train_step
+
+    def spy(data, optim_wrapper):
+        seen.append({k: p.detach().clone() for k, p in model.named_parameters()})
+        return orig_inner(data, optim_wrapper)
+
+    def spy_step(data, optim_wrapper):
+        out = orig_step(data, optim_wrapper)
+        logged.append(float(out["skipped_nonfinite"]))
+        return out
+
+    model._train_step, model.train_step = spy, spy_step
+    with pytest.raises(NonFiniteLossError, match=r"3 batches in a row were non-finite; trainer\.max_skips=2"):
+        runner.train()
+    assert len(seen) == 5  # iterations 1-2 trained, 3-4 skipped, 5 stops
+    for a, b in zip(seen[2:], seen[3:]):  # no weight moved across a skipped batch
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(seen[0][k], seen[2][k]) for k in seen[0])  # the good batches did train
+    assert logged == [0.0, 0.0, 1.0, 1.0]
+
+
 def test_crash_while_writing_checkpoint_keeps_previous(tmp_path, synth_root, monkeypatch):
     """A crash in the middle of writing iteration 2's checkpoint (max_keep_ckpts=1) leaves iteration 1's intact,
     ``last_checkpoint`` pointing at it, no partial file, and training resumes from it."""

@@ -70,6 +70,7 @@ _ipe = _base_.iters_per_epoch
 train_cfg = dict(max_iters=100 * _ipe, val_interval=5 * _ipe)
 param_scheduler = [dict(type='MultiStepLR', by_epoch=False, milestones=[80 * _ipe], gamma=0.1)]
 train_dataloader = dict(batch_size=8)
+trainer = dict(nonfinite='skip')  # as officially: a NaN batch is dropped (logged as skipped_nonfinite)
 # official: clip_grad_norm_(10) on the generator and on the keypoint detector, each as a whole; thkit clips each named
 # part on its own (the generator's four parts separately: slightly stricter than the official single norm)
 optim_wrapper = dict(

@@ -80,6 +80,10 @@ class TalkingHeadTrainer(BaseModel):
         last_layer: dotted path (inside the generator) of the weight used by VQGAN's adaptive GAN weight
             (namespace key ``last_layer``); default: the decoder's last parameter with more than one dimension.
         check_finite: stop on a non-finite loss or gradient (:class:`NonFiniteLossError`).
+        nonfinite: what a non-finite loss or gradient does: ``'stop'`` (default: the error above, the last good
+            checkpoint kept) or ``'skip'`` (the batch is dropped with no weight update, as MCNet's
+            official training loop does; logged as ``skipped_nonfinite``), stopping after ``max_skips``
+            consecutive skipped batches.
         input_range: value range of the images (for validation clamping); default: the generator's.
         image_size: the recipe's ``image_size``, handed to every part of the generator, the losses and the
             discriminator that takes it (:func:`thkit.builder.build`); ``thkit train`` passes it.
@@ -87,6 +91,7 @@ class TalkingHeadTrainer(BaseModel):
 
     def __init__(self, generator: dict | torch.nn.Module, losses: dict, discriminator: dict | None = None,
                  data_preprocessor: dict | None = None, last_layer: str | None = None, check_finite: bool = True,
+                 nonfinite: str = "stop", max_skips: int = 10,
                  input_range: Sequence[float] | None = None, init_cfg: dict | None = None,
                  image_size: int | None = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(type="BaseDataPreprocessor"), init_cfg=init_cfg)
@@ -105,6 +110,11 @@ class TalkingHeadTrainer(BaseModel):
                 self.discriminator = build("discriminator", discriminator, path="discriminator")
         self.last_layer_path = last_layer
         self.check_finite = bool(check_finite)
+        if nonfinite not in ("stop", "skip"):
+            raise RecipeError("trainer.nonfinite", f"expected 'stop' or 'skip', got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        self.max_skips = int(max_skips)
+        self._skips = 0  # consecutive skipped batches
         rng = input_range if input_range is not None else getattr(self.generator, "input_range", (0.0, 1.0))
         self.input_range = (float(rng[0]), float(rng[1]))
         self._step = 0
@@ -222,6 +232,26 @@ class TalkingHeadTrainer(BaseModel):
 
     # --------------------------------------------------------------------------------------- train step
     def train_step(self, data: Any, optim_wrapper: OptimWrapper | OptimWrapperDict) -> dict[str, Tensor]:
+        """One generator (and discriminator) update; with ``nonfinite='skip'`` a non-finite batch is dropped."""
+        try:
+            log = self._train_step(data, optim_wrapper)
+        except NonFiniteLossError as e:
+            if self.nonfinite != "skip":
+                raise
+            for wrapper in self._wrappers(optim_wrapper):
+                if wrapper is not None:
+                    wrapper.zero_grad()  # a gradient check may have fired after backward
+            self._skips += 1
+            if self._skips > self.max_skips:
+                raise NonFiniteLossError(f"{e} ({self._skips} batches in a row were non-finite; trainer.max_skips="
+                                         f"{self.max_skips})", term=e.term, iteration=e.iteration) from e
+            return {"skipped_nonfinite": torch.tensor(1.0)}
+        self._skips = 0
+        if self.nonfinite == "skip":
+            log["skipped_nonfinite"] = torch.tensor(0.0)
+        return log
+
+    def _train_step(self, data: Any, optim_wrapper: OptimWrapper | OptimWrapperDict) -> dict[str, Tensor]:
         g_wrap, d_wrap = self._wrappers(optim_wrapper)
         iteration = self._iteration()
         data = self.data_preprocessor(data, True)
