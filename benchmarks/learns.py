@@ -127,7 +127,8 @@ def run(recipe: str, args) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipes", nargs="+", default=["fomm/small", "smac/small", "tpsmm/small"])
+    p.add_argument("--recipes", nargs="+", default=["fomm/small", "smac/small", "tpsmm/small", "mcnet/small",
+                                                   "mrfa/small", "dagan/small"])
     p.add_argument("--minutes", type=float, default=15.0, help="training wall time per recipe (<= 15 in the report)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
