@@ -105,3 +105,21 @@ def close_compact(t: torch.Tensor, ref, atol: float, what: str) -> float:
         err = (t.double() - ref.double()).abs().max().item()
     assert err <= atol, f"{what}: max abs error {err:.3g} > {atol:g}"
     return err
+
+
+def official_copy(fx: dict) -> dict:
+    """A fixture's official state dicts as fresh dicts (``{network: {key: tensor}}``) that a test may edit."""
+    return {net: dict(sd) for net, sd in fx["state_dict"].items()}
+
+
+def load_strict_on_meta(state_dicts: dict, **modules) -> None:
+    """``load_state_dict_strict(module, state_dicts[name], name)`` for each ``name=module`` (meta-device models:
+    torch's "copying from a non-meta parameter to a meta parameter" warning is expected and silenced)."""
+    import warnings
+
+    from thkit.checkpoint import load_state_dict_strict
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*meta parameter.*")
+        for name, module in modules.items():
+            load_state_dict_strict(module, state_dicts[name], name)

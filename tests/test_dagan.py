@@ -6,15 +6,13 @@ decoder) go through the ``dagan`` converter into ``recipes/dagan/tiny_fixture.py
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
 from conftest import FIXTURES as OFFICIAL
-from conftest import official_nets, official_zero_state_dicts
+from conftest import load_strict_on_meta, official_nets, official_zero_state_dicts
 
 from thkit.builder import build, build_model
-from thkit.checkpoint import load_state_dict_strict
 from thkit.convert import detect_scores, get_converter
 from thkit.convert.dagan import convert_depth, depth_variant
 from thkit.encode.depth import MonodepthDepthNet
@@ -273,10 +271,7 @@ def test_vox256_official_keys_convert_completely(vox256):
     sds = get_converter("dagan")(official)
     n = sum(len(official[k]) for k in ("generator", "kp_detector", "discriminator", "depth_encoder", "depth_decoder"))
     assert len(sds["model"]) + len(sds["discriminator"]) == n == 224 + 75 + 16 + 122 + 28
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*meta parameter.*")
-        load_state_dict_strict(model, sds["model"], "model")
-        load_state_dict_strict(disc, sds["discriminator"], "discriminator")
+    load_strict_on_meta(sds, model=model, discriminator=disc)
 
 
 def test_detection_names_the_method(fx):

@@ -6,15 +6,13 @@ The fixture's official state dicts go through the ``fomm`` converter into ``reci
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
 from conftest import FIXTURES as OFFICIAL
-from conftest import official_nets, official_zero_state_dicts
+from conftest import load_strict_on_meta, official_copy, official_nets, official_zero_state_dicts
 
 from thkit.builder import build, build_model
-from thkit.checkpoint import load_state_dict_strict
 from thkit.convert import get_converter
 from thkit.errors import CheckpointError
 from thkit.motion.fomm import heatmap_to_keypoints, spatial_softmax
@@ -347,17 +345,13 @@ def test_vox256_official_keys_convert_completely(vox256):
     assert set(sds) == {"model", "discriminator"}
     n_official = sum(len(official[n]) for n in ("generator", "kp_detector", "discriminator"))
     assert len(sds["model"]) + len(sds["discriminator"]) == n_official == 75 + 196 + 26
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*meta parameter.*")
-        load_state_dict_strict(model, sds["model"], "model")
-        load_state_dict_strict(disc, sds["discriminator"], "discriminator")
+    load_strict_on_meta(sds, model=model, discriminator=disc)
     # the demo-style checkpoint (no discriminator) converts too
     sds = get_converter("fomm")({k: official[k] for k in ("generator", "kp_detector")})
     assert set(sds) == {"model"}
 
 
-def _official(fx):
-    return {net: dict(sd) for net, sd in fx["state_dict"].items()}
+_official = official_copy
 
 
 def test_converter_unknown_key(fx):

@@ -9,16 +9,14 @@ compacted (README §1.1): every ``stride``-th element on the spatial dims plus s
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
 from conftest import FIXTURES as OFFICIAL
 from conftest import close_compact as _close
-from conftest import official_nets, official_zero_state_dicts
+from conftest import load_strict_on_meta, official_copy, official_nets, official_zero_state_dicts
 
 from thkit.builder import build, build_model
-from thkit.checkpoint import load_state_dict_strict
 from thkit.convert import detect_method, detect_scores, get_converter
 from thkit.errors import CheckpointError
 from thkit.recipe import load_recipe
@@ -214,15 +212,11 @@ def test_vox256_official_keys_convert_completely(vox256):
     official = official_zero_state_dicts("mcnet")
     sds = get_converter("mcnet")(official)
     assert len(sds["model"]) == 247 + 75 and len(sds["discriminator"]) == 16
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*meta parameter.*")
-        load_state_dict_strict(model, sds["model"], "model")
-        load_state_dict_strict(disc, sds["discriminator"], "discriminator")
+    load_strict_on_meta(sds, model=model, discriminator=disc)
 
 
 # --- converter: detection, DDP prefixes, errors, recipe_from_official -------------------------------------------
-def _official(fx) -> dict:
-    return {net: dict(sd) for net, sd in fx["state_dict"].items()}
+_official = official_copy
 
 
 def test_detected_among_the_converters_with_ddp_prefixes(fx):

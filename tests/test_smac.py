@@ -20,16 +20,15 @@ Large official tensors are compacted (README §1.1): every ``stride``-th element
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
 from conftest import FIXTURES as OFFICIAL
 from conftest import close_compact as _close
-from conftest import official_nets, official_zero_state_dicts
+from conftest import load_strict_on_meta, official_copy, official_nets, official_zero_state_dicts
 
 from thkit.builder import build, build_model
-from thkit.checkpoint import convert_official, load_state_dict_strict
+from thkit.checkpoint import convert_official
 from thkit.convert import get_converter
 from thkit.errors import CheckpointError
 from thkit.interfaces import GenerationContext
@@ -334,15 +333,11 @@ def test_vox256_official_keys_convert_completely(vox256):
     official = official_zero_state_dicts("smac")
     sds = get_converter("smac")(official)
     assert len(sds["model"]) == 472 + 150 and len(sds["discriminator"]) == 28
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*meta parameter.*")
-        load_state_dict_strict(model, sds["model"], "model")
-        load_state_dict_strict(disc, sds["discriminator"], "discriminator")
+    load_strict_on_meta(sds, model=model, discriminator=disc)
 
 
 # --- converter: BasicSR files, EMA choice, errors ----------------------------------------------------------------
-def _official(fx) -> dict:
-    return {net: dict(sd) for net, sd in fx["state_dict"].items()}
+_official = official_copy
 
 
 def test_prepare_basicsr_files_prefers_ema(fx):
