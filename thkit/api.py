@@ -118,9 +118,8 @@ def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
         try:
             load_into(model, weights, fmt=checkpoint_format, trusted=trusted, extra=nets)
         except CheckpointError as e:
-            fix = _settings_hint(weights, cfg, checkpoint_format, trusted)
-            raise CheckpointError(f"checkpoint {weights}{_what_it_is(weights, checkpoint_format, trusted)} does "
-                                  f"not fit recipe {name_or_path}: {fix or e}") from e
+            what, fix = _describe_mismatch(weights, cfg, checkpoint_format, trusted)
+            raise CheckpointError(f"checkpoint {weights}{what} does not fit recipe {name_or_path}: {fix or e}") from e
     model.recipe = cfg
     model.meta = {"image_size": int(cfg.get("image_size", 256)),
                   "input_range": tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0))),
@@ -132,23 +131,30 @@ def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
     return model.to(device) if device is not None else model
 
 
-def _settings_hint(path: str | os.PathLike, cfg, fmt: str, trusted: bool) -> str:
-    """For an official checkpoint whose converter knows the settings it fixes (keypoint count, memory size, ...):
-    which differ from the recipe, and the ``--cfg-options`` that make it fit ('' when none is known)."""
-    from thkit.checkpoint import detect_format, torch_load
+def _describe_mismatch(path: str | os.PathLike, cfg, fmt: str, trusted: bool) -> tuple[str, str]:
+    """For the error of a checkpoint that does not fit a recipe: what the file is (' (an official mcnet
+    checkpoint)', ' (a model folder of fomm at 256 px)', ...) and, when its converter knows the settings the file
+    fixes (keypoint count, memory size, ...), those that differ from the recipe with the ``--cfg-options`` that make
+    it fit ('' when none is known).  The file is read once; any failure only drops the hint."""
+    from thkit.checkpoint import FORMAT, detect_format, torch_load
     from thkit.convert import get_converter
-    from thkit.model_folder import is_model_folder
+    from thkit.model_folder import is_model_folder, read_recipe
 
     try:
         if is_model_folder(path):
-            return ""
+            _, meta = read_recipe(path)
+            return f" (a model folder of {meta.get('method', 'a thkit model')} at {meta.get('image_size')} px)", ""
         obj = torch_load(path, trusted=trusted)
+        if isinstance(obj, dict) and obj.get("format") == FORMAT:
+            size = (obj.get("meta") or {}).get("image_size")
+            return " (a thkit checkpoint" + (f" trained at {size} px)" if size else ")"), ""
         method = fmt if fmt != "auto" else detect_format(obj)
-        if method in ("unknown", "thkit"):
-            return ""
+        if method == "unknown":
+            return "", ""
+        what = f" (an official {method} checkpoint)"
         wanted = get_converter(method).checkpoint_settings(obj)
     except Exception:  # noqa: BLE001 - only a hint for a message
-        return ""
+        return "", ""
     differ = {}
     for key, value in wanted.items():
         node: Any = cfg
@@ -157,29 +163,10 @@ def _settings_hint(path: str | os.PathLike, cfg, fmt: str, trusted: bool) -> str
         if node is not None and node != value:
             differ[key] = (node, value)
     if not differ:
-        return ""
+        return what, ""
     have = ", ".join(f"{k}={v!r} (the recipe has {r!r})" for k, (r, v) in differ.items())
     opts = " ".join(f"{k}={v}" for k, (_, v) in differ.items())
-    return f"the checkpoint has {have}; pass --cfg-options {opts} (or cfg_options=)"
-
-
-def _what_it_is(path: str | os.PathLike, fmt: str, trusted: bool) -> str:
-    """' (a tpsmm checkpoint, detected)', ' (a model folder written at 256 px)', ... for error messages."""
-    from thkit.checkpoint import FORMAT, detect_format, torch_load
-    from thkit.model_folder import is_model_folder, read_recipe
-
-    try:
-        if is_model_folder(path):
-            _, meta = read_recipe(path)
-            return f" (a model folder of {meta.get('method', 'a thkit model')} at {meta.get('image_size')} px)"
-        obj = torch_load(path, trusted=trusted)
-        if isinstance(obj, dict) and obj.get("format") == FORMAT:
-            size = (obj.get("meta") or {}).get("image_size")
-            return " (a thkit checkpoint" + (f" trained at {size} px)" if size else ")")
-        method = fmt if fmt != "auto" else detect_format(obj)
-        return "" if method == "unknown" else f" (an official {method} checkpoint)"
-    except Exception:  # noqa: BLE001 - only a hint for a message
-        return ""
+    return what, f"the checkpoint has {have}; pass --cfg-options {opts} (or cfg_options=)"
 
 
 def model_info(model: torch.nn.Module) -> dict[str, Any]:
@@ -191,9 +178,10 @@ def model_info(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def convert_checkpoint(sources: str | os.PathLike | list, output: str | os.PathLike, *, method: str = "auto",
-            config: str | os.PathLike | Mapping[str, Any] | None = None, recipe: str | os.PathLike | None = None,
-            patches: Mapping[str, Any] | None = None, recipe_options: Mapping[str, Any] | None = None,
-            trusted: bool = False, **options: Any) -> Path:
+                       config: str | os.PathLike | Mapping[str, Any] | None = None,
+                       recipe: str | os.PathLike | None = None, patches: Mapping[str, Any] | None = None,
+                       recipe_options: Mapping[str, Any] | None = None, trusted: bool = False,
+                       **options: Any) -> Path:
     """Convert official checkpoint file(s) into a model folder (``model.safetensors`` + ``recipe.json`` +
     ``meta.json``) that :func:`create_model` loads with no recipe.
 
