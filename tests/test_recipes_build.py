@@ -10,7 +10,8 @@ RECIPES = list_recipes()
 
 @pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(p.parent.parent)) for p in RECIPES])
 def test_recipe_builds_and_runs(path):
-    size = int(load_recipe(path).get("test_size", min(int(load_recipe(path).get("image_size", 64)), 128)))
+    base = load_recipe(path)
+    size = int(base.get("test_size", min(int(base.get("image_size", 64)), 128)))
     cfg = load_recipe(path, size=size)  # built for the size it runs at (parts that depend on it follow)
     model = build_model(cfg.model, image_size=cfg.get("image_size")).eval()
     lo, hi = cfg.model.get("input_range", (0.0, 1.0))
