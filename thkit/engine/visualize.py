@@ -69,6 +69,74 @@ def sample_columns(batch: Mapping[str, Tensor], out: Mapping[str, Any], input_ra
     return cols
 
 
+def keypoint_colors(num_kp: int, colormap: str = "gist_rainbow") -> Tensor:
+    """``(K, 3)`` colours in [0, 1], one per keypoint index: ``colormap(k / K)`` (FOMM's ``Visualizer``: matplotlib's
+    ``gist_rainbow``), so keypoint ``k`` has the same colour in every panel and frame."""
+    from matplotlib import colormaps
+
+    cmap = colormaps[colormap]
+    return torch.tensor([cmap(k / max(1, num_kp))[:3] for k in range(num_kp)], dtype=torch.float32)
+
+
+def draw_keypoints(images: Tensor, keypoints: Tensor, radius: float | None = None,
+                   colormap: str = "gist_rainbow") -> Tensor:
+    """Keypoints drawn as filled coloured dots (colour per keypoint index, :func:`keypoint_colors`) on images.
+
+    Args:
+        images: ``(B, 3, H, W)`` in [0, 1] (not modified).
+        keypoints: ``(B, K, 2)`` ``(x, y)`` in thkit's convention (-1 and 1 are the centres of the first and last
+            pixel: pixel ``(x + 1) / 2 * (W - 1)``).
+        radius: dot radius in pixels (default ``max(1.5, H / 50)``; FOMM draws radius 5 at 256).
+
+    Returns a new ``(B, 3, H, W)`` tensor; later keypoints are drawn over earlier ones.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"draw_keypoints expects (B, 3, H, W) images, got {tuple(images.shape)}")
+    if keypoints.dim() != 3 or keypoints.shape[-1] != 2 or keypoints.shape[0] != images.shape[0]:
+        raise ValueError(f"draw_keypoints expects (B, K, 2) keypoints for {images.shape[0]} images, got "
+                         f"{tuple(keypoints.shape)}")
+    out = images.detach().float().clone()
+    _, _, h, w = out.shape
+    r = float(radius) if radius is not None else max(1.5, h / 50)
+    kp = keypoints.detach().float().to(out.device)
+    px = (kp[..., 0] + 1) / 2 * (w - 1)
+    py = (kp[..., 1] + 1) / 2 * (h - 1)
+    ys = torch.arange(h, dtype=out.dtype, device=out.device).view(1, h, 1)
+    xs = torch.arange(w, dtype=out.dtype, device=out.device).view(1, 1, w)
+    colors = keypoint_colors(kp.shape[1], colormap).to(out.device)
+    for k in range(kp.shape[1]):
+        inside = (xs - px[:, k].view(-1, 1, 1)) ** 2 + (ys - py[:, k].view(-1, 1, 1)) ** 2 <= r * r  # (B, H, W)
+        out = torch.where(inside[:, None], colors[k].view(1, 3, 1, 1), out)
+    return out
+
+
+def animation_columns(source: Tensor, driving: Tensor, out: Mapping[str, Any], input_range: Sequence[float],
+                      kp_driving: Mapping[str, Tensor] | None = None) -> list[tuple[str, Tensor]]:
+    """The panels of FOMM's visualiser for animated frames, each ``(name, (B, 3, H, W) in [0, 1])``: the source
+    with its keypoints, the driving frame with its detected keypoints (``kp_driving``; default
+    ``out['kp_driving']``), the source warped by the flow (``deformed``), the finest occlusion map (grey; 1 =
+    visible) and the result.  Panels whose output the model does not give are left out.
+
+    ``source`` (batch 1 or B) and ``driving`` are model inputs in ``input_range``; ``out`` is the model's
+    ``animate`` output (``kp_source``, ``kp_driving``, ``deformed``, ``occlusion_map``, ``prediction``)."""
+    drv = to_unit(driving, input_range)
+    size = tuple(drv.shape[-2:])
+    src = to_unit(source, input_range).expand(drv.shape[0], -1, -1, -1)
+    kp_s = out.get("kp_source")
+    kp_d = kp_driving if kp_driving is not None else out.get("kp_driving")
+    cols = [("source", draw_keypoints(src, kp_s["value"].expand(drv.shape[0], -1, -1)) if kp_s else src),
+            ("driving", draw_keypoints(drv, kp_d["value"]) if kp_d else drv)]
+    if isinstance(out.get("deformed"), Tensor):
+        cols.append(("deformed", _resize(to_unit(out["deformed"], input_range), size)))
+    occ = out.get("occlusion_map")
+    if isinstance(occ, (list, tuple)):
+        occ = occ[-1] if occ else None
+    if isinstance(occ, Tensor) and occ.dim() == 4:
+        cols.append(("occlusion", _resize(occ.detach().float()[:, :1].clamp(0, 1), size).expand(-1, 3, -1, -1)))
+    cols.append(("result", to_unit(out["prediction"], input_range)))
+    return cols
+
+
 LABEL_HEIGHT = 12  # pixels of the header that holds the column names
 
 
@@ -196,4 +264,5 @@ def plot_loss_curves(train: Sequence[Mapping[str, Any]], path: str | os.PathLike
     return path
 
 
-__all__ = ["flow_to_rgb", "make_grid", "plot_loss_curves", "read_jsonl", "sample_columns", "save_png", "to_unit"]
+__all__ = ["animation_columns", "draw_keypoints", "flow_to_rgb", "keypoint_colors", "make_grid", "plot_loss_curves",
+           "read_jsonl", "sample_columns", "save_png", "to_unit"]
