@@ -58,6 +58,8 @@ DISCRIMINATORS = _reg("discriminator", "thkit.models")
 ATTENTION_BACKENDS = _reg("attention_backend", "thkit.attention", model_like=False)
 LOSSES = _reg("loss", "thkit.losses")
 CONVERTERS = _reg("converter", "thkit.convert", model_like=False)
+RECTIFIERS = _reg("rectifier", "thkit.motion")
+CONDITIONINGS = _reg("conditioning", "thkit.layers.conditioning")
 
 # --- children of mmengine's roots (so the Runner can build them with default_scope='thkit') ------------
 MODELS = Registry("model", parent=MM_MODELS, scope=SCOPE, locations=["thkit.models"])
@@ -124,6 +126,10 @@ KINDS: dict[str, Kind] = {
         Kind("allocation", CODE_ALLOCATIONS, "code allocations: which codes each scale may use", "CodeAllocation"),
         Kind("compensator", COMPENSATORS, "compensators: refine warped features (and flows) per scale", "Compensator"),
         Kind("decoder", DECODERS, "decoders: (compensated) features -> image", "Decoder"),
+        Kind("rectifier", RECTIFIERS, "rectifiers: source + driving keypoints -> a code and a warp of the driving "
+             "frame (and its keypoints) to the source's frame", "thkit.motion.scale.Rectifier"),
+        Kind("conditioning", CONDITIONINGS, "conditionings: a per-frame code added into a decoder's layers",
+             "thkit.layers.conditioning.Conditioning"),
         Kind("discriminator", DISCRIMINATORS, "discriminators for adversarial training", "Discriminator"),
         Kind("attention", ATTENTION_BACKENDS, "attention backends (xformers, sdpa, math)", "AttentionBackend"),
         Kind("model", MODELS, "complete models that wire parts together", "TalkingHeadModelBase"),
@@ -184,6 +190,8 @@ __all__ = [
     "ATTENTION_BACKENDS",
     "LOSSES",
     "CONVERTERS",
+    "RECTIFIERS",
+    "CONDITIONINGS",
     "MODELS",
     "DATASETS",
     "TRANSFORMS",

@@ -8,6 +8,7 @@ pair stays consistent: the motion between the two frames is unchanged, only its 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,4 +130,100 @@ class PairAugmentation:
                 f"jitter={self.jitter_cfg}, jitter_p={self.jitter_p})")
 
 
-__all__ = ["PairAugmentation"]
+@TRANSFORMS.register_module()
+class ScaleAugmentation:
+    """Expression-preserving scale augmentation (OSTNet, Hong & Xu, arXiv 2407.09965, sec. 3): the *driving* frame
+    is zoomed by a random factor around the face centre, and the unzoomed frame is kept as the reconstruction
+    target, so a model must put the driving expression and pose back at the source's scale.
+
+    On an item dict with ``'driving'`` (C, H, W) in [0, 1]: ``driving_target`` becomes the frame as it was,
+    ``driving`` the zoomed frame (bilinear, ``align_corners=True`` keypoint grid, border padding), and
+    ``landmarks_driving`` (when present) the zoomed landmarks; ``scale_factor`` holds the factor (1 when the
+    augmentation is skipped, with probability ``1 - p``).  A factor above 1 makes the face larger.
+
+    The factor is drawn log-uniformly in ``factor_range`` (so zooming in and out by the same ratio are equally
+    likely; our choice).  The centre is the mean of ``landmarks_driving`` when the item has them (a face
+    centre), else the image centre.  Recipes that use it read their reconstruction losses' target from
+    ``driving_target`` (``inputs=dict(target='driving_target')``).
+
+    Args:
+        factor_range: ``(low, high)`` zoom factors, ``0 < low <= high``.
+        p: probability of zooming an item.
+    """
+
+    def __init__(self, factor_range: Sequence[float] = (0.7, 1.4), p: float = 1.0):
+        lo, hi = (float(v) for v in factor_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"ScaleAugmentation: factor_range must be (low, high) with 0 < low <= high, got "
+                             f"{tuple(factor_range)}")
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"ScaleAugmentation: p must be in [0, 1], got {p}")
+        self.factor_range, self.p = (lo, hi), float(p)
+
+    def draw(self) -> float:
+        """One zoom factor (1.0 when the augmentation is skipped)."""
+        if self.p < 1 and float(torch.rand(())) >= self.p:
+            return 1.0
+        lo, hi = math.log(self.factor_range[0]), math.log(self.factor_range[1])
+        return math.exp(lo + (hi - lo) * float(torch.rand(())))
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        item = dict(item)
+        factor = self.draw()
+        drv = item["driving"]
+        landmarks = item.get("landmarks_driving")
+        centre = landmarks.mean(0) if isinstance(landmarks, Tensor) and landmarks.numel() else drv.new_zeros(2)
+        item["driving_target"] = drv
+        item["driving"] = zoom(drv, factor, centre)
+        if isinstance(landmarks, Tensor):
+            item["landmarks_driving"] = centre + factor * (landmarks - centre)
+        item["scale_factor"] = torch.tensor(factor, dtype=torch.float32)
+        return item
+
+    def __repr__(self) -> str:
+        return f"ScaleAugmentation(factor_range={self.factor_range}, p={self.p})"
+
+
+def zoom(image: Tensor, factor: float | Tensor, centre: Tensor) -> Tensor:
+    """``image`` (C, H, W) or (B, C, H, W) zoomed by ``factor`` around ``centre`` ((2,) or (B, 2), ``(x, y)`` in
+    [-1, 1] keypoint coordinates): the output at ``p`` reads the input at ``centre + (p - centre) / factor``
+    (bilinear, ``align_corners=True``, border padding)."""
+    import torch.nn.functional as F
+
+    from thkit.layers.grid import make_coordinate_grid
+
+    single = image.dim() == 3
+    x = image.unsqueeze(0) if single else image
+    b, _, h, w = x.shape
+    factor = torch.as_tensor(factor, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+    centre = torch.as_tensor(centre, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 2)
+    grid = make_coordinate_grid(h, w, dtype=x.dtype, device=x.device).unsqueeze(0)
+    grid = (centre + (grid - centre) / factor).expand(b, h, w, 2)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out[0] if single else out
+
+
+@TRANSFORMS.register_module()
+class AugmentationSequence:
+    """Several item augmentations applied in order (e.g. ``PairAugmentation`` then ``ScaleAugmentation``).
+
+    Args:
+        steps: augmentation configs (``dict(type=...)``, a registered transform) or callables.
+    """
+
+    def __init__(self, steps: Sequence[dict[str, Any] | Any]):
+        self.steps = [TRANSFORMS.build(dict(s)) if isinstance(s, dict) else s for s in steps]
+        bad = [type(s).__name__ for s in self.steps if not callable(s)]
+        if bad:
+            raise ValueError(f"AugmentationSequence: every step must be a config dict or a callable, got {bad}")
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        for step in self.steps:
+            item = step(item)
+        return item
+
+    def __repr__(self) -> str:
+        return f"AugmentationSequence({self.steps!r})"
+
+
+__all__ = ["AugmentationSequence", "PairAugmentation", "ScaleAugmentation", "zoom"]

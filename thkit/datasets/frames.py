@@ -508,8 +508,9 @@ class FramesDataset(Dataset):
         self._add_ground_truth(item, vid, ids, frames.shape[1:3])
         if self.augmentation is not None:
             item = self.augmentation(item)
-        item["source"] = from_unit(item["source"], self.input_range)
-        item["driving"] = from_unit(item["driving"], self.input_range)
+        for key in ("source", "driving", "driving_target"):  # driving_target: a ScaleAugmentation's target
+            if key in item:
+                item[key] = from_unit(item[key], self.input_range)
         return item
 
     def _add_ground_truth(self, item: dict, vid: int, ids: Sequence[int], frame_hw) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from thkit.interfaces import Decoder
+from thkit.layers.conditioning import build_conditioning
 from thkit.layers.vqgan import VQAttnBlock, VQResBlock, VQUpsample, group_norm
 from thkit.registry import DECODERS
 
@@ -81,13 +82,15 @@ class VQGANDecoder(Decoder):
         sft, add: the two fusion operations (SMAC: both).
         fusion_weight: ``w`` of the SFT (SMAC: 1); 0 skips every fusion, as the official ``w = 0``.
         low_res_output: ``'train'`` (in training mode; SMAC's ``out_lr``), ``'always'`` or ``'never'``.
+        conditioning: optional ``conditioning`` part (e.g. ``ScaleCodeInjection``): a per-frame code from the
+            generation context added to the input and after every block up to the final norm and conv.
     """
 
     def __init__(self, out_channels: int = 3, nf: int = 64, ch_mult: Sequence[int] = (1, 2, 2, 4),
                  num_res_blocks: int = 2, attn_levels: Sequence[int] = (3,), emb_dim: int | None = None,
                  norm_groups: int = 32, fuse_levels: Sequence[int] | None = None, sft: bool = True,
                  add: bool = True, fusion_weight: float = 1.0, low_res_output: str = "train",
-                 attn_backend: str | None = None):
+                 attn_backend: str | None = None, conditioning: dict | None = None):
         super().__init__()
         ch_mult = [int(m) for m in ch_mult]
         n = len(ch_mult)
@@ -126,16 +129,27 @@ class VQGANDecoder(Decoder):
         self.fuse_at = fuse_at  # block index -> fusion index
         #: widths of the features the decoder takes, fine to coarse (fused levels, then the input)
         self.feature_channels = list(reversed(fused_channels)) + [emb_dim]
+        widths = [emb_dim]  # the input, then each block's output up to (not including) the final norm and conv
+        for block in blocks[:-2]:
+            widths.append(block.out_channels if isinstance(block, nn.Conv2d) else
+                          getattr(block, "out_channels", widths[-1]))
+        self.conditioning = build_conditioning(conditioning, widths)
 
     def extra_repr(self) -> str:
         return f"fuse_after_blocks={sorted(self.fuse_at)}, fusion_weight={self.fusion_weight}"
 
-    def decode(self, x: Tensor, fused: Sequence[Tensor] | None = None) -> Tensor:
-        """Run the blocks on ``x``; ``fused`` (coarse to fine, one per fusion) are fused on the way (or none)."""
+    def decode(self, x: Tensor, fused: Sequence[Tensor] | None = None, code: Tensor | None = None) -> Tensor:
+        """Run the blocks on ``x``; ``fused`` (coarse to fine, one per fusion) are fused on the way (or none);
+        ``code`` conditions the layers through :attr:`conditioning`."""
+        cond = self.conditioning if code is not None else None
+        x = cond(x, 0, code) if cond is not None else x
+        last = len(self.blocks) - 2
         for i, block in enumerate(self.blocks):
             x = block(x)
             if fused is not None and i in self.fuse_at:
                 x = self.fusion[self.fuse_at[i]](fused[self.fuse_at[i]], x, self.fusion_weight)
+            if cond is not None and i < last:
+                x = cond(x, i + 1, code)
         return x
 
     def forward(self, features: Sequence[Tensor], ctx: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -153,7 +167,8 @@ class VQGANDecoder(Decoder):
                              f"coarse) plus the input; got {len(feats)} features")
         # shapes are checked by each fusion against the decoder state at its block
         use = self.fusion_weight != 0
-        out = {"prediction": self.decode(x, fine if use else None)}
+        code = self.conditioning.code(ctx) if self.conditioning is not None else None
+        out = {"prediction": self.decode(x, fine if use else None, code)}
         if self.low_res_output == "always" or (self.low_res_output == "train" and self.training):
-            out["prediction_lr"] = self.decode(x, None)
+            out["prediction_lr"] = self.decode(x, None, code)
         return out
