@@ -50,7 +50,8 @@ def cmd_animate(args) -> int:
         adapt_movement_scale=mt["adapt_movement_scale"], crop=args.crop, crop_scale=args.crop_scale,
         crop_frames=args.crop_frames, face_detector=args.face_detector, side_by_side=args.side_by_side,
         audio=not args.no_audio, batch_size=batch_size(args, device), device=device,
-        progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf, keypoint_transfer=transfer_net)
+        progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf, keypoint_transfer=transfer_net,
+        best_frame=args.best_frame, find_best_frame=args.find_best_frame, paste_back=args.paste_back)
     if transfer_net is not None:
         desc = f"{mode} mode: keypoints from the recipe's network"
     else:
@@ -58,7 +59,11 @@ def cmd_animate(args) -> int:
         if mt["relative"]:
             desc += f", adapt-scale {'on' if mt['adapt_movement_scale'] else 'off'}"
         desc += " motion"
+        if res.best_frame is not None:
+            desc += f" from driving frame {res.best_frame}" + (" (closest to the source's face landmarks)"
+                                                               if res.best_frame_found else "")
     crop = f"; face crop by {res.crop['detector']}" if res.crop else ""
+    crop += ", pasted back into the source" if args.paste_back else ""
     print(f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps "
           f"({desc}{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}")
     return 0
@@ -68,14 +73,20 @@ def cmd_eval(args) -> int:
     from thkit.inference.animate import motion_settings, resolve_device
     from thkit.inference.errors import InferenceError, InputFileError
     from thkit.inference.evaluate import build_metrics, evaluate, summarize, write_json
+    from thkit.inference.protocols import format_protocols, get_protocol
     from thkit.metrics.report import results_table
 
+    if args.list_protocols:
+        print(format_protocols())
+        return 0
+    spec = get_protocol(args.protocol)
+    if not args.data:
+        raise InferenceError("thkit eval needs --data (the dataset root, holding test/)")
     device = resolve_device(args.device)
     set_threads(args)
     if not Path(args.data).is_dir():
         raise InputFileError(f"dataset folder {args.data} does not exist")
-    if args.protocol != "cross-id" and args.pairs:
-        raise InferenceError("--pairs is for --protocol cross-id")
+    spec.check_pairs(args.pairs)
     model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
                             args.cfg_options, device, size=args.size)
     metrics, notes = build_metrics(args.metrics, args.protocol, device=device)
@@ -92,7 +103,7 @@ def cmd_eval(args) -> int:
             **summary, "notes": notes}
     write_json({"meta": meta, "metrics": results}, out)  # the layout of thkit.metrics.report.write_json
     con = console()
-    what = (f"{summary['items']} videos" if args.protocol == "reconstruction"
+    what = (f"{summary['items']} videos" if spec.task == "video-reconstruction"
             else f"{summary['items']} pairs" + (f" ({summary['pairs_skipped']} CSV rows not in the dataset)"
                                                 if summary["pairs_skipped"] else ""))
     con.print(results_table(results, f"{name}: {args.protocol} on {args.data} ({what}, "
@@ -133,9 +144,12 @@ def add_commands(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a.add_argument("--recipe", default=None,
                    help="recipe name or file (e.g. fomm/vox256); not needed when --checkpoint is a model folder")
-    a.add_argument("--source", required=True, help="source image (png, jpg, ...)")
-    a.add_argument("--driving", required=True, help="driving video (anything PyAV decodes)")
-    a.add_argument("--out", required=True, help="output video (.mp4, .mkv, .mov, .webm); replaced when it exists")
+    a.add_argument("-s", "--source", required=True, help="source image (png, jpg, ...)")
+    a.add_argument("-d", "--driving", required=True,
+                   help="driving video (anything PyAV decodes), or a still image (png, jpg, ...: one frame out)")
+    a.add_argument("-o", "--out", default=None,
+                   help="output video (.mp4, .mkv, .mov, .webm), or .png / .jpg for one frame; replaced when it "
+                        "exists (default: animations/<source stem>--<driving stem>.mp4)")
     add_model_args(a)
     g = a.add_mutually_exclusive_group()
     g.add_argument("--relative", dest="relative", action="store_true", default=None,
@@ -164,25 +178,40 @@ def add_commands(subparsers) -> None:
     a.add_argument("--no-audio", action="store_true", help="do not copy the driving video's audio")
     a.add_argument("--max-frames", type=int, default=None, help="animate only the first N driving frames")
     a.add_argument("--crf", type=int, default=18, help="video quality (x264 CRF; lower is better)")
+    a.add_argument("--paste-back", action="store_true",
+                   help="crop the source's face, animate it and blend each result back into the full source image "
+                        "(feathered edge): frames at the source's resolution, unchanged outside the face crop")
+    a.add_argument("--find-best-frame", action="store_true",
+                   help="take relative motion from the driving frame whose face landmarks (MediaPipe face mesh, "
+                        "normalised for position and scale) best match the source's, not the first (FOMM's demo)")
+    a.add_argument("--best-frame", type=int, default=None, metavar="N",
+                   help="take relative motion from driving frame N (0-based) instead of the first")
     a.set_defaults(func=cmd_animate)
 
     e = subparsers.add_parser(
-        "eval", help="evaluate a model with the field's protocols (reconstruction, cross-identity)",
+        "eval", help="evaluate a model with the field's protocols (fomm, smac, cross-id, reconstruction)",
         description="Run a recipe's model on a dataset in the VoxCeleb layout (root/test) and report the registered "
-                    "metrics as a table and a JSON file.  reconstruction: every test video animates its own first "
-                    "frame (FOMM's protocol; ground truth = the video).  cross-id: the first frame of one video is "
-                    "animated by another video (pairs from --pairs CSV or a seeded sample).",
+                    "metrics as a table and a JSON file.  The protocol presets (--list-protocols) fix what is "
+                    "compared with what, the motion transfer, the metrics and FID's reference frames: fomm (FOMM's "
+                    "reconstruction), smac (SMAC's official pairs-list test), cross-id (FOMM's animate) and "
+                    "reconstruction (fomm's data flow with every metric that applies).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("recipe", nargs="?", default=None,
                    help="recipe name or file (not needed when --checkpoint is a model folder)")
-    e.add_argument("--data", required=True, help="dataset root (root/test holds one video or frame folder per video)")
+    e.add_argument("--data", default=None, help="dataset root (root/test holds one video or frame folder per video)")
     e.add_argument("--split", default="test", help="sub-folder of --data to evaluate ('' for --data itself)")
-    e.add_argument("--protocol", choices=("reconstruction", "cross-id"), default="reconstruction")
+    e.add_argument("--protocol", default="reconstruction",
+                   help="evaluation protocol preset: fomm, smac, cross-id, reconstruction, ... (--list-protocols "
+                        "describes each: what is compared, motion, metrics, FID reference, pairs)")
+    e.add_argument("--list-protocols", action="store_true", help="describe the registered protocols and exit")
     e.add_argument("--metrics", nargs="+", default=None,
                    help="metrics to compute (default: every registered metric whose weights are available; "
                         "named ones must run, a missing weights file is then an error)")
-    e.add_argument("--pairs", default=None, help="cross-id: CSV of (source, driving) video names")
-    e.add_argument("--num-pairs", type=int, default=50, help="cross-id without --pairs: pairs drawn (seeded)")
+    e.add_argument("--pairs", default=None,
+                   help="CSV of (source, driving) pairs: video names (cross-id) or frame files (smac)")
+    e.add_argument("--num-pairs", type=int, default=None,
+                   help="pairs drawn (cross-id without --pairs, seeded) or first CSV rows used (default: the "
+                        "protocol's: cross-id 50, smac every row)")
     e.add_argument("--seed", type=int, default=0, help="cross-id sampling seed")
     e.add_argument("--num-videos", type=int, default=None, help="only the first N videos")
     e.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each video")
