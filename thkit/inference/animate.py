@@ -332,13 +332,15 @@ def animate_video(
     find_best_frame: bool = False,
     paste_back: bool = False,
     visualize: bool = False,
+    control: Any = None,
 ) -> AnimateResult:
     """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with the driving video and write ``out``.
 
     The output has the driving video's frame rate and audio; its frames are ``image_size`` square (three
     side by side with ``side_by_side``: source | driving | result).  See the module docstring for the
     threads and the atomic write.  ``keypoint_transfer`` (:func:`animation_mode_network`): a network that maps
-    ``(kp_source, kp_driving)`` to the keypoints to animate with, in place of motion transfer.
+    ``(kp_source, kp_driving)`` to the keypoints to animate with, in place of motion transfer.  ``control``
+    (:func:`thkit.transfer_control.build_motion_control`): pose alignment and pose / expression edits.
 
     ``driving`` may be a still image (:data:`IMAGE_SUFFIXES`): one frame out, written as an image when ``out``
     ends in .png / .jpg, else as a 1-frame video.  ``out=None``: :func:`default_output`.
@@ -430,7 +432,7 @@ def animate_video(
     recorder = _Recorder(model) if visualize else None
     animator = StreamingAnimator(recorder or model, relative=relative, relative_jacobian=relative_jacobian,
                                  adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
-                                 keypoint_transfer=keypoint_transfer)
+                                 keypoint_transfer=keypoint_transfer, control=control)
     audio_from = driving if (audio and drv_in.has_audio) else None
     qsize = queue_size or max(8, 2 * batch_size)
     writer = None

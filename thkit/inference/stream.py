@@ -35,8 +35,11 @@ class MotionTransfer:
     """
 
     def __init__(self, kp_source: dict[str, Tensor], relative: bool = True, relative_jacobian: bool = True,
-                 adapt_movement_scale: bool = False):
+                 adapt_movement_scale: bool = False, control: Any = None):
         self.kp_source = kp_source
+        #: optional :class:`thkit.transfer_control.MotionControl`: aligns the source to the first driving frame
+        #: (``control.align``, in :meth:`set_initial`) and edits every transferred frame (``control.edit``)
+        self.control = control
         self.relative = bool(relative)
         self.relative_jacobian = bool(relative_jacobian) and kp_source.get("jacobian") is not None
         self.adapt_movement_scale = bool(adapt_movement_scale)
@@ -49,6 +52,8 @@ class MotionTransfer:
         self.kp_initial = {k: v[:1] for k, v in kp_initial.items()}
         if not self.relative:
             return
+        if self.control is not None:
+            self.kp_source = self.control.align(self.kp_source, self.kp_initial)
         if self.adapt_movement_scale:
             self.scale = movement_scale(self.kp_source, self.kp_initial).view(-1, 1, 1)
         if self.relative_jacobian:
@@ -61,7 +66,7 @@ class MotionTransfer:
             self.set_initial(kp_driving)
         out = dict(kp_driving)
         if not self.relative:
-            return out
+            return out if self.control is None else self.control.edit(out)
         diff = kp_driving["value"] - self.kp_initial["value"]
         if self.scale is not None:
             diff = diff * self.scale
@@ -69,7 +74,7 @@ class MotionTransfer:
         if self._inv_initial_jacobian is not None:
             change = torch.matmul(kp_driving["jacobian"], self._inv_initial_jacobian)
             out["jacobian"] = torch.matmul(change, self.kp_source["jacobian"])
-        return out
+        return out if self.control is None else self.control.edit(out)
 
 
 def default_batch_size(device: torch.device | str) -> int:
@@ -106,6 +111,7 @@ class StreamingAnimator:
             predictor then runs, as in the official reconstruction; the official animation demos do not).
         keypoint_transfer: a network ``(kp_source, kp_driving) -> keypoints`` used instead of motion transfer
             (a recipe's animation mode, :func:`thkit.inference.animate.animation_mode_network`).
+        control: a :class:`thkit.transfer_control.MotionControl` (pose alignment, pose / expression edits).
 
     Usage::
 
@@ -117,7 +123,7 @@ class StreamingAnimator:
 
     def __init__(self, model: torch.nn.Module, relative: bool = True, relative_jacobian: bool = True,
                  adapt_movement_scale: bool = False, batch_size: int | None = None, pass_driving: bool = False,
-                 keypoint_transfer: torch.nn.Module | None = None):
+                 keypoint_transfer: torch.nn.Module | None = None, control: Any = None):
         if batch_size is None:
             param = next(model.parameters(), None)
             batch_size = default_batch_size(param.device if param is not None else "cpu")
@@ -130,6 +136,7 @@ class StreamingAnimator:
         self.batch_size = int(batch_size)
         self.pass_driving = bool(pass_driving)
         self.keypoint_transfer = keypoint_transfer
+        self.control = control
         self.cache: dict[str, Any] | None = None
         self.transfer: MotionTransfer | None = None
 
@@ -148,7 +155,7 @@ class StreamingAnimator:
         if self.cache is None:
             raise RuntimeError("call set_source first")
         self.transfer = MotionTransfer(self.cache["kp_source"], self.relative, self.relative_jacobian,
-                                       self.adapt_movement_scale)
+                                       self.adapt_movement_scale, control=self.control)
 
     @torch.inference_mode()
     def step(self, driving: Tensor) -> Tensor:
@@ -160,6 +167,8 @@ class StreamingAnimator:
             n = driving.shape[0]
             kp_source = {k: v.expand(n, *v.shape[1:]) for k, v in self.cache["kp_source"].items()}
             kp = self.keypoint_transfer(kp_source, kp_driving)
+            if self.control is not None:
+                kp = self.control.edit(kp)
         else:
             kp = self.transfer(kp_driving)
         out = self.model.animate(self.cache, kp, driving=driving if self.pass_driving else None)

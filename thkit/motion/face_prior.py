@@ -1,0 +1,186 @@
+"""Face-prior keypoint parts: pose alignment before relative motion transfer, and pose / expression control.
+
+After "Controllable One-Shot Face Video Synthesis With Semantic Aware Prior" (Liu et al., arXiv 2304.14471; abstract
+only, no public code).  The construction (template fit, rotation about the head centre with template depths, Umeyama
+alignment) is thkit's own and is described in :mod:`thkit.transfer_control`, which holds the geometry.  These parts
+map keypoints to keypoints; they are registered with the ``motion`` kind only because no keypoint-transfer kind exists
+(as TPSMM's AVD network), and recipes name them in ``pose_alignment`` and ``control``, never as ``model.motion``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from thkit.errors import ThkitError
+from thkit.interfaces import MotionEstimator
+from thkit.registry import MOTION_ESTIMATORS
+from thkit.transfer_control import (
+    POSE_ANGLES,
+    ControlError,
+    fit_pose,
+    fit_similarity,
+    rotate_keypoints,
+    rotation_from_euler,
+)
+
+Tensor = torch.Tensor
+
+__all__ = ["FacePriorControl", "PoseAlignment", "SimilarityAlignment"]
+
+
+# --------------------------------------------------------------------------------------------------------
+def _template(template: Sequence[Sequence[float]]) -> Tensor:
+    t = torch.as_tensor(template, dtype=torch.float32)
+    if t.dim() != 2 or t.shape[1] != 3 or t.shape[0] < 4:
+        raise ThkitError(f"a face template must be at least 4 points (x, y, z), got shape {tuple(t.shape)}")
+    return t
+
+
+@MOTION_ESTIMATORS.register_module()
+class SimilarityAlignment(MotionEstimator):
+    """Pose alignment for any keypoint model: the source's keypoints moved by the similarity (rotation in the
+    image plane, scale, translation) that fits them best onto the first driving frame's (Umeyama least squares).
+
+    ``forward(kp_source, kp_driving_initial) -> kp_source aligned`` (values and Jacobians: ``J' = s Q J``).  It
+    removes in-plane misalignment (roll, position, size), not yaw or pitch (:class:`PoseAlignment` does, with a face
+    prior).  Registered with the motion estimators only because no keypoint-transfer kind exists; a recipe names it
+    in ``pose_alignment``, never as ``model.motion``.  Our construction (Liu et al. 2023 only name pose alignment).
+    """
+
+    contract_outputs = ("value",)
+
+    def forward(self, kp_source: dict[str, Tensor], kp_driving_initial: dict[str, Tensor]) -> dict[str, Tensor]:
+        s, q, t = fit_similarity(kp_source["value"], kp_driving_initial["value"])
+        out = dict(kp_source)
+        value = kp_source["value"].expand(s.shape[0], *kp_source["value"].shape[1:])
+        out["value"] = s[:, None, None] * torch.einsum("bij,bkj->bki", q, value) + t[:, None]
+        if kp_source.get("jacobian") is not None:
+            jac = kp_source["jacobian"].expand(s.shape[0], *kp_source["jacobian"].shape[1:])
+            out["jacobian"] = s[:, None, None, None] * torch.einsum("bij,bkjl->bkil", q, jac)
+        return out
+
+
+@MOTION_ESTIMATORS.register_module()
+class PoseAlignment(MotionEstimator):
+    """Pose alignment with a face prior: the source's keypoints rotated in 3-D from the source's head pose to the
+    first driving frame's, rescaled and moved to its head centre (module docstring of :mod:`thkit.transfer_control`).
+
+    Both poses are :func:`fit_pose` fits of the recipe's face template to the keypoints (keypoint ``k`` tied to
+    template point ``k`` by the geometry loss).  ``kp_S' = t_D + (s_D / s_S) (R_D R_S^T (kp_S - t_S, z_S))_xy``;
+    what the template does not explain (the source's identity shape and expression) is kept.  Registered with the
+    motion estimators only because no keypoint-transfer kind exists (a recipe's ``pose_alignment``).
+
+    Args:
+        template: (K, 3) template point of each keypoint, head units (x right, y down, z to the camera).
+        weights: optional per-keypoint weights of the pose fits.
+        iters: Gauss-Newton steps of each fit.
+    """
+
+    contract_outputs = ("value",)
+
+    def __init__(self, template: Sequence[Sequence[float]], weights: Sequence[float] | None = None, iters: int = 15):
+        super().__init__()
+        self.register_buffer("template", _template(template), persistent=False)
+        self.register_buffer("fit_weights", None if weights is None else torch.as_tensor(weights, dtype=torch.float32),
+                             persistent=False)
+        self.iters = int(iters)
+
+    def forward(self, kp_source: dict[str, Tensor], kp_driving_initial: dict[str, Tensor]) -> dict[str, Tensor]:
+        vs, vd = kp_source["value"], kp_driving_initial["value"]
+        if vs.shape[1] != self.template.shape[0]:
+            raise ThkitError(f"PoseAlignment: the face template has {self.template.shape[0]} points but the model "
+                             f"gives {vs.shape[1]} keypoints")
+        ps = fit_pose(vs, self.template, self.fit_weights, self.iters)
+        pd = fit_pose(vd, self.template, self.fit_weights, self.iters)
+        n = max(vs.shape[0], vd.shape[0])
+        ps = {k: v.expand(n, *v.shape[1:]) for k, v in ps.items()}
+        kp = {k: v.expand(n, *v.shape[1:]) for k, v in kp_source.items()}
+        edit = pd["rotation"].to(vs.dtype) @ ps["rotation"].transpose(1, 2)
+        return rotate_keypoints(kp, ps, edit, self.template, scale=pd["scale"] / ps["scale"],
+                                translation=pd["translation"].expand(n, 2))
+
+
+@MOTION_ESTIMATORS.register_module()
+class FacePriorControl(MotionEstimator):
+    """Pose and expression edits of keypoints tied to a face template (the "convenient interface" of Liu et al.
+    2023, arXiv 2304.14471; the construction is ours, module docstring of :mod:`thkit.transfer_control`).
+
+    ``forward(kp, pose=None, expression=None)``: ``pose`` maps yaw / pitch / roll to degrees added to the head pose
+    fitted to ``kp`` (a rotation about the head centre with template-estimated depths); ``expression`` maps a name
+    of ``expressions`` to a coefficient (its template displacements, posed, added).  Requests outside ``pose_range``
+    or an expression's ``range`` raise :class:`ControlError`.  Registered with the motion estimators only because no
+    keypoint-transfer kind exists (a recipe's ``control``).
+
+    Args:
+        template: (K, 3) template point of each keypoint, head units (x right, y down, z to the camera).
+        pose_range: largest ``|angle|`` in degrees per angle that the model was trained for.
+        expressions: ``{name: dict(basis=(K, 3) head-unit displacements per unit, range=(lo, hi))}``.
+        iters: Gauss-Newton steps of the pose fit.
+    """
+
+    contract_outputs = ("value",)
+
+    def __init__(self, template: Sequence[Sequence[float]], pose_range: Mapping[str, float] | None = None,
+                 expressions: Mapping[str, Mapping[str, Any]] | None = None, iters: int = 15):
+        super().__init__()
+        self.register_buffer("template", _template(template), persistent=False)
+        k = self.template.shape[0]
+        self.pose_range = {a: float((pose_range or {}).get(a, 0.0)) for a in POSE_ANGLES}
+        unknown = sorted(set(pose_range or {}) - set(POSE_ANGLES))
+        if unknown:
+            raise ThkitError(f"control.pose_range: unknown angle {unknown[0]!r} (angles: yaw, pitch, roll)")
+        self.expressions: dict[str, tuple[Tensor, tuple[float, float]]] = {}
+        for name, spec in (expressions or {}).items():
+            basis = torch.as_tensor(spec["basis"], dtype=torch.float32)
+            if basis.shape != (k, 3):
+                raise ThkitError(f"control.expressions.{name}.basis must be ({k}, 3), got {tuple(basis.shape)}")
+            lo, hi = (float(v) for v in spec.get("range", (-1.0, 1.0)))
+            self.expressions[str(name)] = (basis, (lo, hi))
+        self.iters = int(iters)
+
+    def check(self, pose: Mapping[str, float] | None = None, expression: Mapping[str, float] | None = None) -> None:
+        """Raise :class:`ControlError` (one line) for a request this model cannot honour."""
+        for name, val in (pose or {}).items():
+            if name not in POSE_ANGLES:
+                raise ControlError(f"--pose: unknown angle {name!r}; use yaw, pitch and roll (degrees)")
+            lim = self.pose_range[name]
+            if not math.isfinite(float(val)) or abs(float(val)) > lim:
+                raise ControlError(f"--pose {name}={float(val):g}: outside the range this model was trained for "
+                                   f"(|{name}| <= {lim:g} degrees, the recipe's control.pose_range)")
+        for name, val in (expression or {}).items():
+            if name not in self.expressions:
+                have = ", ".join(self.expressions) or "none"
+                raise ControlError(f"--expression: unknown expression {name!r} (this recipe has: {have})")
+            lo, hi = self.expressions[name][1]
+            if not math.isfinite(float(val)) or not lo <= float(val) <= hi:
+                raise ControlError(f"--expression {name}={float(val):g}: outside the range this model allows "
+                                   f"([{lo:g}, {hi:g}], the recipe's control.expressions.{name}.range)")
+
+    def forward(self, kp: dict[str, Tensor], pose: Mapping[str, float] | None = None,
+                expression: Mapping[str, float] | None = None) -> dict[str, Tensor]:
+        self.check(pose, expression)
+        angles = {a: float((pose or {}).get(a, 0.0)) for a in POSE_ANGLES}
+        coefs = {n: float(c) for n, c in (expression or {}).items() if float(c) != 0.0}
+        if not any(angles.values()) and not coefs:
+            return dict(kp)  # nothing requested: the keypoints as they are
+        value = kp["value"]
+        if value.shape[1] != self.template.shape[0]:
+            raise ControlError(f"the face template has {self.template.shape[0]} points but the model gives "
+                               f"{value.shape[1]} keypoints")
+        fit = fit_pose(value, self.template, iters=self.iters)
+        out = dict(kp)
+        if coefs:
+            disp = sum(c * self.expressions[n][0].to(value) for n, c in coefs.items())  # (K, 3) head units
+            posed = torch.einsum("bij,kj->bki", fit["rotation"].to(value), disp)[..., :2]
+            out["value"] = value + fit["scale"].to(value)[:, None, None] * posed
+        if any(angles.values()):
+            # the edit adds to the fitted Euler angles: R' = R(yaw + dy, pitch + dp, roll + dr), E = R' R^T
+            delta = torch.tensor([angles[a] for a in POSE_ANGLES], dtype=torch.float64)
+            target = torch.deg2rad(fit["angles"].to(torch.float64) + delta)
+            rot_new = rotation_from_euler(target[:, 0], target[:, 1], target[:, 2])
+            edit = rot_new @ fit["rotation"].to(torch.float64).transpose(1, 2)
+            out = rotate_keypoints(out, fit, edit.to(value), self.template)
+        return out
