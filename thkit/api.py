@@ -241,7 +241,8 @@ def _frames_of(driving: Any, max_frames: int | None) -> Any:
 def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None = None, *,
             size: int | None = None, relative: bool | None = None, adapt_movement_scale: bool | None = None,
             relative_jacobian: bool | None = None, device: str | torch.device | None = None,
-            batch_size: int | None = None, max_frames: int | None = None, progress: bool = False, **options: Any):
+            batch_size: int | None = None, max_frames: int | None = None, progress: bool = False,
+            best_frame: int | None = None, find_best_frame: bool = False, **options: Any):
     """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with ``driving`` (a video file, or
     (T, H, W, 3) uint8 frames) by ``model`` (a :func:`create_model` model, or what it takes: a recipe name or a
     model folder).
@@ -250,8 +251,19 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
     driving video's frame rate and audio; ``options`` are :func:`thkit.inference.animate.animate_video`'s:
     ``crop``, ``side_by_side``, ``audio``, ``crf``, ...) and returns its
     :class:`~thkit.inference.animate.AnimateResult`.  Motion transfer defaults come from the recipe.
+
+    ``best_frame=N`` takes relative motion from driving frame ``N`` instead of the first; ``find_best_frame=True``
+    from the frame whose face landmarks best match the source's (FOMM's demo; :mod:`thkit.inference.best_frame`).
     """
-    from thkit.inference.animate import _prepare, _to_uint8, animate_video, motion_settings, read_image
+    from thkit.inference.animate import (
+        _prepare,
+        _to_uint8,
+        animate_video,
+        check_reference,
+        motion_settings,
+        read_image,
+        set_reference,
+    )
     from thkit.inference.stream import StreamingAnimator, resolve_batch_size
     from thkit.value_range import from_unit, to_unit
 
@@ -269,12 +281,23 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
             raise RecipeError("", "animate(..., out=...) reads the driving video from a file; pass a path")
         return animate_video(model, source, driving, out, image_size=size, input_range=input_range,
                              device=dev, batch_size=batch_size, progress=progress, max_frames=max_frames,
-                             **mt, **options)
+                             best_frame=best_frame, find_best_frame=find_best_frame, **mt, **options)
     if options:
         raise TypeError(f"animate() without out= takes no video options ({', '.join(options)})")
     src = read_image(source) if isinstance(source, (str, os.PathLike)) else np.ascontiguousarray(source)
     anim = StreamingAnimator(model, batch_size=resolve_batch_size(batch_size, dev), **mt)
     anim.set_source(from_unit(_prepare(src, None, size), input_range).unsqueeze(0).to(dev))
-    frames = (from_unit(_prepare(f, None, size), input_range).to(dev) for f in _frames_of(driving, max_frames))
+    driving_frames = _frames_of(driving, max_frames)
+    if best_frame is not None or find_best_frame:
+        driving_frames = list(driving_frames)
+        label = f"the driving video {driving}" if isinstance(driving, (str, os.PathLike)) else "the driving frames"
+        check_reference(best_frame, find_best_frame, mt["relative"], num_frames=len(driving_frames), label=label)
+        if find_best_frame:
+            from thkit.inference.best_frame import find_best_frame as find
+
+            best_frame = find(src, driving_frames, driving_name=label).index
+        ref = from_unit(_prepare(driving_frames[best_frame], None, size), input_range).unsqueeze(0).to(dev)
+        set_reference(anim, model, ref)
+    frames = (from_unit(_prepare(f, None, size), input_range).to(dev) for f in driving_frames)
     res = [_to_uint8(to_unit(p, input_range)) for p in anim.run(frames)]
     return np.stack(res) if res else np.zeros((0, size, size, 3), np.uint8)
