@@ -137,6 +137,7 @@ def test_fomm_preset_is_fomm_reconstruction(data, tmp_path, capsys, monkeypatch)
     # the preset's metrics: L1 runs, AKD and AED (no weights here) are notes naming the missing files
     assert set(rep["metrics"]) == {"L1"}
     assert {n.split(":")[0] for n in meta["notes"]} == {"AKD", "AED"} and "note: AKD: not computed" in text
+    assert "note: evaluated at 64 px; the fomm protocol is defined at 256 px" in text
     # FOMM reconstruction.py: kp_source of frame 0, generator(frame 0, kp_driving of frame t) for every t
     model = _model()
     l1 = []

@@ -118,6 +118,12 @@ def cmd_eval(args) -> int:
             con.print(f"warning: {mname}: {w}", markup=False)
     if args.random_weights:
         con.print("note: random weights (smoke test): the numbers say nothing about any method")
+    differs = summary["not_paper_exact"]
+    for n in differs:
+        if n.startswith("evaluated at"):
+            con.print(f"note: {n}", markup=False)
+    con.print(f"note: not paper-exact: {len(differs)} point(s), listed in meta.not_paper_exact of the JSON and by "
+              "thkit eval --list-protocols", markup=False)
     con.print(f"results written to {out}", markup=False)
     return 0
 
