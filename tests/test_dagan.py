@@ -82,9 +82,13 @@ def test_recipe_from_official_equals_tiny_fixture(fx):
     assert {k: tuple(v.shape) for k, v in a.items()} == {k: tuple(v.shape) for k, v in b.items()}
     kd = recipe["model"]["keypoint_detector"]
     assert kd["num_kp"] == 15 and kd["in_channels"] == 4 and kd["depth"]["num_layers"] == 18
-    with pytest.raises(CheckpointError, match="SPADE generator is not reproduced"):
+    # the SPADE generator hard-codes its decoder widths: the fixture's tiny widths cannot be its input
+    with pytest.raises(CheckpointError, match="SPADE generator's decoder hard-codes a 256-channel input"):
         conv.recipe_from_official({**fx["config"], "cli_args": {**fx["config"]["cli_args"],
                                                                  "generator": "SPADEDepthAwareGenerator"}})
+    with pytest.raises(CheckpointError, match="cli_args.generator: 'OtherGenerator'"):
+        conv.recipe_from_official({**fx["config"], "cli_args": {**fx["config"]["cli_args"],
+                                                                 "generator": "OtherGenerator"}})
     with pytest.raises(CheckpointError, match="unknown key.*patches.EXTRA"):
         conv.recipe_from_official(fx["config"], {**fx["meta"]["fixture_patches"], "EXTRA": 1})
 

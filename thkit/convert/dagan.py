@@ -10,6 +10,13 @@ DaGAN's weights come in two kinds of files:
   ``depth_face_model_Voxceleb2_10w`` a ResNet-50 pair (what training hard-codes); :func:`depth_variant` tells
   which a file is, and a recipe that asks for the other gets one line saying so (DaGAN users' most common error).
 
+The generator comes in two variants: ``DepthAwareGenerator`` (FOMM's decoder; ``DaGAN_vox_adv_256.pth.tar``,
+``recipes/dagan/vox256.py``) and ``SPADEDepthAwareGenerator`` (a SPADE decoder under ``generator.decoder.*``;
+``SPADE_DaGAN_vox_adv_256.pth.tar``, ``recipes/dagan/vox256_spade.py``).  :func:`generator_variant` tells which a
+checkpoint holds; a recipe with the other decoder gets one line naming the recipe to use
+(:meth:`DaGANConverter.checkpoint_settings` / :meth:`~DaGANConverter.checkpoint_recipe` when a model is created with
+a checkpoint, and ``combine(..., generator=...)``).
+
 Targets (``recipes/dagan/*``):
 
 =====================================================  =====================================================
@@ -20,7 +27,9 @@ official                                                thkit
 ``generator.first``, ``generator.down_blocks.i``        ``model.encoder.*``
 ``generator.src_first``, ``generator.src_down_blocks``  ``model.compensator.depth_encoder.{first,down_blocks}``
 ``generator.AttnModule.{query,key,value}_conv, gamma``  ``model.compensator.{query,key,value}_conv, gamma``
-``generator.bottleneck.r{i}``, ``up_blocks``, ``final`` ``model.decoder.*``
+``generator.bottleneck.r{i}``, ``up_blocks``, ``final`` ``model.decoder.*`` (FOMMDecoder)
+``generator.decoder.*`` (SPADE variant)                 ``model.decoder.*`` (SPADEDecoder; ``G_middle_{i}`` ->
+                                                        ``middle.{i}``, ``up_{i}`` -> ``up_blocks.{i}``)
 ``discriminator.*``                                     ``discriminator.*``
 ``depth_encoder.encoder.*`` (encoder.pth)               ``model.keypoint_detector.depth.encoder.*``
 ``depth_decoder.decoder.*`` (depth.pth)                 ``model.keypoint_detector.depth.decoder.*``
@@ -41,6 +50,7 @@ from thkit.convert._rules import (
     CONV,
     CONV_NOBIAS,
     LINEAR,
+    SN_CONV,
     NetRules,
     Rule,
     convert_net,
@@ -62,7 +72,42 @@ _VARIANT_FILES = {18: "DaGAN's depth/models/weights_19, used by demo.py",
                   50: "DaGAN's depth_face_model_Voxceleb2_10w, used by training"}
 
 
-def _generator_rules() -> list[Rule]:
+#: the official generator classes (run.py / demo.py ``--generator``) and the thkit recipe of each
+PLAIN, SPADE = "DepthAwareGenerator", "SPADEDepthAwareGenerator"
+GENERATOR_RECIPES = {PLAIN: "dagan/vox256", SPADE: "dagan/vox256_spade"}
+#: the decoder part each generator variant has in thkit
+_DECODERS = {PLAIN: "FOMMDecoder", SPADE: "SPADEDecoder"}
+_GENERATOR_FILES = {PLAIN: "DaGAN_vox_adv_256.pth.tar", SPADE: "SPADE_DaGAN_vox_adv_256.pth.tar"}
+#: FOMM's decoder modules, absent from the SPADE generator
+_FOMM_DECODER = ("bottleneck\\.", "up_blocks\\.", "final")
+#: a spectral-normalised conv without bias (the SPADE blocks' learned shortcut)
+_SN_CONV_NOBIAS = ("weight_orig", "weight_u", "weight_v")
+_SPADE = ("mlp_shared.0", "mlp_gamma", "mlp_beta")
+
+
+def _spade_block_rule(official: str, target: str, shortcut: bool, required: bool) -> Rule:
+    """The SPADE ResBlocks ``decoder.{official}_{i}``: convs 0/1 and their SPADE norms, or (``shortcut``) the learned
+    shortcut conv_s + norm_s (only blocks whose widths change have it)."""
+    subs = {"conv_s": _SN_CONV_NOBIAS} if shortcut else {"conv_0": SN_CONV, "conv_1": SN_CONV}
+    for n in (("s",) if shortcut else ("0", "1")):
+        subs.update({f"norm_{n}.{m}": CONV for m in _SPADE})
+    alt = "|".join(re.escape(k) for k in subs)
+    return Rule(rf"decoder\.{official}_(?P<i>\d+)\.(?P<sub>{alt})", f"decoder.{target}.{{i}}.{{sub}}", subs,
+                required, f"decoder.{official}_" if not shortcut else None)
+
+
+def _spade_decoder_rules() -> list[Rule]:
+    """The official ``SPADEGenerator`` (``generator.decoder.*``) -> :class:`~thkit.decode.spade.SPADEDecoder`."""
+    return [
+        Rule(r"decoder\.(?P<m>compress|fc|conv_img)", "decoder.{m}", CONV, True),
+        _spade_block_rule("G_middle", "middle", False, False),
+        _spade_block_rule("G_middle", "middle", True, False),
+        _spade_block_rule("up", "up_blocks", False, True),
+        _spade_block_rule("up", "up_blocks", True, False),
+    ]
+
+
+def _generator_rules(variant: str = PLAIN) -> list[Rule]:
     extra = [
         Rule(r"src_first\.(?P<sub>conv|norm)", "compensator.depth_encoder.first.{sub}", _BLOCK, True),
         Rule(r"src_down_blocks\.(?P<i>\d+)\.(?P<sub>conv|norm)", "compensator.depth_encoder.down_blocks.{i}.{sub}",
@@ -70,7 +115,24 @@ def _generator_rules() -> list[Rule]:
         Rule(r"AttnModule\.(?P<c>query_conv|key_conv|value_conv)", "compensator.{c}", CONV, True),
         Rule(r"(?P<mod>AttnModule\.gamma)(?P<leaf>)", "compensator.gamma", ("",), True),
     ]
+    if variant == SPADE:
+        fomm = [r for r in _fomm.RULES["generator"] if not r.pattern.startswith(_FOMM_DECODER)]
+        return [*fomm, *extra, *_spade_decoder_rules()]
     return [*_fomm.RULES["generator"], *extra]
+
+
+def generator_variant(generator: Mapping[str, Any]) -> str:
+    """Which official generator a ``generator`` state dict is: ``'SPADEDepthAwareGenerator'`` when it has the SPADE
+    decoder's ``decoder.*`` keys, else ``'DepthAwareGenerator'``."""
+    sd = _strip_module(generator)
+    return SPADE if any(str(k).startswith("decoder.") for k in sd) else PLAIN
+
+
+def _generator_mismatch(found: str, wanted: str) -> str:
+    """One line: the checkpoint's generator variant is not the recipe's, and the recipe to use."""
+    return (f"the checkpoint holds DaGAN's {found} ({_GENERATOR_FILES[found]}; "
+            f"{'a SPADE decoder under generator.decoder.*' if found == SPADE else 'FOMM decoder keys'}) but the "
+            f"recipe builds the {wanted} ({_DECODERS[wanted]}): use the recipe {GENERATOR_RECIPES[found]}")
 
 
 def _depth_rules(prefix: str) -> tuple[NetRules, NetRules]:
@@ -88,12 +150,15 @@ def _depth_rules(prefix: str) -> tuple[NetRules, NetRules]:
     return NetRules(enc), NetRules(dec)
 
 
-def _nets(prefix: str = _DEPTH_PREFIX) -> dict[str, tuple[str, NetRules]]:
+def _nets(prefix: str = _DEPTH_PREFIX, variant: str = PLAIN) -> dict[str, tuple[str, NetRules]]:
     enc, dec = _depth_rules(prefix)
+    same = _fomm._SAME_LENGTH["generator"]
+    if variant == SPADE:  # no FOMM up_blocks to pair with the encoder's down_blocks
+        same = [t for t in same if t[0].startswith("dense_motion_network")]
     return {
         "kp_detector": ("model", NetRules(_fomm.RULES["kp_detector"],
                                           same_length=_fomm._SAME_LENGTH["kp_detector"])),
-        "generator": ("model", NetRules(_generator_rules(), same_length=_fomm._SAME_LENGTH["generator"])),
+        "generator": ("model", NetRules(_generator_rules(variant), same_length=same)),
         "discriminator": ("discriminator", _fomm._NETS["discriminator"][1]),
         "depth_encoder": ("model", enc),
         "depth_decoder": ("model", dec),
@@ -259,7 +324,10 @@ def _dagan_recipe(config: Any, patches: Mapping[str, Any] | None, image_size: in
     stage_widths = p.get("RESNET_STAGE_WIDTHS", None, list)
     decoder_channels = p.get("DEPTH_DECODER_CHANNELS", None, list)
     p.done()
-    recipe = _fomm._base_recipe("dagan/vox256")
+    gen_name = cli.get("generator", PLAIN, str)
+    if gen_name not in GENERATOR_RECIPES:
+        raise cli.error("generator", f"{gen_name!r}: the official generators are {' and '.join(GENERATOR_RECIPES)}")
+    recipe = _fomm._base_recipe(GENERATOR_RECIPES[gen_name])
     m = recipe["model"]
 
     common = model_params.section("common_params")
@@ -269,10 +337,6 @@ def _dagan_recipe(config: Any, patches: Mapping[str, Any] | None, image_size: in
     common.done()
     if "kp_num" in cli:  # the README's --kp_num 15 overrides the yaml's num_kp
         num_kp = cli.get("kp_num", kind=int)
-    gen_name = cli.get("generator", "DepthAwareGenerator", str)
-    if gen_name != "DepthAwareGenerator":
-        raise cli.error("generator", f"{gen_name!r}: thkit maps DepthAwareGenerator only (the SPADE generator is not "
-                                     f"reproduced yet)")
     if cli.get("kp_detector", "KPDetector", str) != "KPDetector":
         raise cli.error("kp_detector", "only KPDetector exists in the official code")
     if not cli.get("rgbd", True, bool):
@@ -302,10 +366,18 @@ def _dagan_recipe(config: Any, patches: Mapping[str, Any] | None, image_size: in
     widths = dict(block_expansion=gen.get("block_expansion", kind=int),
                   max_features=gen.get("max_features", kind=int), num_down_blocks=gen.get("num_down_blocks", kind=int))
     m["encoder"].update(in_channels=channels, **widths)
-    m["decoder"].update(out_channels=channels, num_bottleneck_blocks=gen.get("num_bottleneck_blocks", kind=int),
-                        **widths)
-    m["compensator"].update(channels=min(widths["max_features"], widths["block_expansion"] * 2
-                                         ** widths["num_down_blocks"]), **widths)
+    width = min(widths["max_features"], widths["block_expansion"] * 2 ** widths["num_down_blocks"])
+    if gen_name == SPADE:  # SPADEGenerator hard-codes its widths (256/4/64/128, 3 image channels) and 4x upsampling
+        gen.ignore("num_bottleneck_blocks")
+        if width != 256 or widths["num_down_blocks"] != 2 or channels != 3:
+            raise gen.error("block_expansion", f"the SPADE generator's decoder hard-codes a 256-channel input at a "
+                                               f"quarter of a 3-channel image; these generator_params give "
+                                               f"{width} channels after {widths['num_down_blocks']} down blocks on "
+                                               f"{channels} channels")
+    else:
+        m["decoder"].update(out_channels=channels, num_bottleneck_blocks=gen.get("num_bottleneck_blocks", kind=int),
+                            **widths)
+    m["compensator"].update(channels=width, **widths)
     gen.done()
 
     disc = model_params.section("discriminator_params", required=False)
@@ -322,6 +394,8 @@ def _dagan_recipe(config: Any, patches: Mapping[str, Any] | None, image_size: in
 
     ac = bool(m["warper"]["align_corners"] if align_corners is None else align_corners)
     m["motion"]["align_corners"] = m["warper"]["align_corners"] = ac
+    if "align_corners" in m["decoder"]:  # the SPADE decoder's occlusion resize
+        m["decoder"]["align_corners"] = ac
     if isinstance((recipe.get("losses") or {}).get("equivariance"), dict):
         recipe["losses"]["equivariance"]["align_corners"] = ac
     dataset = whole.section("dataset_params", False) if whole is not None else None
@@ -338,8 +412,8 @@ class DaGANConverter(Converter):
 
     method = "dagan"
     paper = "Depth-Aware Generative Adversarial Network for Talking Head Video Generation (CVPR 2022)"
-    files = ("the official checkpoint (DaGAN_vox_adv_256.pth.tar) and the depth network's encoder.pth and depth.pth "
-             "(e.g. depth/models/weights_19)")
+    files = ("the official checkpoint (DaGAN_vox_adv_256.pth.tar or SPADE_DaGAN_vox_adv_256.pth.tar) and the depth "
+             "network's encoder.pth and depth.pth (e.g. depth/models/weights_19)")
 
     def detect(self, checkpoint: Any) -> tuple[float, str]:
         if not _is_generator_checkpoint(checkpoint):
@@ -347,12 +421,32 @@ class DaGANConverter(Converter):
         ckpt = {k: _strip_module(v) for k, v in checkpoint.items()}
         if not any(str(k).startswith("AttnModule.") for k in ckpt["generator"]):
             return 0.0, "no depth-aware attention (AttnModule) in the generator"
-        return match_score(ckpt, _nets(), required=_REQUIRED_TOP, ignored=_IGNORED_TOP)
+        nets = _nets(variant=generator_variant(ckpt["generator"]))
+        return match_score(ckpt, nets, required=_REQUIRED_TOP, ignored=_IGNORED_TOP)
 
-    def combine(self, files: Sequence[Any], *, depth_layers: int | None = None) -> dict[str, Any]:
+    def checkpoint_settings(self, checkpoint: Any) -> dict[str, Any]:
+        """The decoder the checkpoint's generator variant needs (``model.decoder.type``: ``FOMMDecoder`` for
+        DepthAwareGenerator, ``SPADEDecoder`` for SPADEDepthAwareGenerator)."""
+        if not _is_generator_checkpoint(checkpoint):
+            return {}
+        return {"model.decoder.type": _DECODERS[generator_variant(checkpoint["generator"])]}
+
+    def checkpoint_recipe(self, checkpoint: Any) -> str | None:
+        """The recipe of the checkpoint's generator variant: ``dagan/vox256`` or ``dagan/vox256_spade``."""
+        if not _is_generator_checkpoint(checkpoint):
+            return None
+        return GENERATOR_RECIPES[generator_variant(checkpoint["generator"])]
+
+    def combine(self, files: Sequence[Any], *, depth_layers: int | None = None,
+                generator: str | None = None) -> dict[str, Any]:
         """The checkpoint and the depth files (loaded dicts, in any order; a folder path is read as its
         encoder.pth and depth.pth) as one dict.  ``depth_layers``: the ResNet depth the recipe uses; depth files of
-        the other one are a one-line error."""
+        the other one are a one-line error.  ``generator``: the official generator class the recipe builds
+        (``DepthAwareGenerator`` or ``SPADEDepthAwareGenerator``); a checkpoint of the other is a one-line error
+        naming the recipe to use."""
+        if generator is not None and generator not in GENERATOR_RECIPES:
+            raise CheckpointError(f"DaGAN converter: generator={generator!r}; expected "
+                                  f"{' or '.join(GENERATOR_RECIPES)}")
         out: dict[str, Any] = {}
         for f in files:
             if isinstance(f, (str, Path)):
@@ -370,6 +464,8 @@ class DaGANConverter(Converter):
                                       "encoder.pth / depth.pth")
         if "generator" not in out:
             raise CheckpointError(f"DaGAN converter: no generator checkpoint among the files (expected {self.files})")
+        if generator is not None and generator_variant(out["generator"]) != generator:
+            raise CheckpointError(_generator_mismatch(generator_variant(out["generator"]), generator))
         if depth_layers is not None and (out.get("depth_encoder") or out.get("depth_decoder")):
             layers, how = depth_variant(out.get("depth_encoder") and _tensors(out["depth_encoder"]),
                                         out.get("depth_decoder") and _tensors(out["depth_decoder"]))
@@ -391,15 +487,17 @@ class DaGANConverter(Converter):
             raise CheckpointError(f"DaGAN converter: no {' and '.join(absent)}{_DEPTH_HINT}")
         if not absent:
             depth_variant(ckpt["depth_encoder"], ckpt["depth_decoder"])  # encoder and decoder belong together
-        return convert_networks("DaGAN", ckpt, _nets(), required=_REQUIRED_TOP, ignored=_IGNORED_TOP)
+        nets = _nets(variant=generator_variant(ckpt["generator"]) if _is_generator_checkpoint(ckpt) else PLAIN)
+        return convert_networks("DaGAN", ckpt, nets, required=_REQUIRED_TOP, ignored=_IGNORED_TOP)
 
     def recipe_from_official(self, official_config: Mapping[str, Any], patches: Mapping[str, Any] | None = None,
                              *, image_size: int | None = None, align_corners: bool | None = None,
                              depth_layers: int | None = None) -> dict[str, Any]:
         """The official DaGAN configuration (``config/vox-adv-256.yaml``, whole or its ``model_params``, plus the
         fixture's ``cli_args`` (--kp_num, --generator, --rgbd) and ``depth`` (num_layers, scales) sections when
-        given) as ``recipes/dagan/vox256.py`` with the same widths.  ``patches``: the parity fixture's
-        ``RESNET_STAGE_WIDTHS`` / ``DEPTH_DECODER_CHANNELS``.  ``depth_layers``: the depth ResNet (18: the demo's
-        weights_19, 50: training's); default the ``depth`` section's, else 18.  ``align_corners``: as FOMM's
-        (the official code on today's torch: False)."""
+        given) as ``recipes/dagan/vox256.py`` (``--generator SPADEDepthAwareGenerator``:
+        ``recipes/dagan/vox256_spade.py``, whose decoder widths the official code hard-codes) with the same widths.
+        ``patches``: the parity fixture's ``RESNET_STAGE_WIDTHS`` / ``DEPTH_DECODER_CHANNELS``.  ``depth_layers``:
+        the depth ResNet (18: the demo's weights_19, 50: training's); default the ``depth`` section's, else 18.
+        ``align_corners``: as FOMM's (the official code on today's torch: False)."""
         return _dagan_recipe(official_config, patches, image_size, align_corners, depth_layers)

@@ -11,6 +11,7 @@ from thkit.layers.blocks import (
     make_norm,
 )
 from thkit.layers.grid import kp2gaussian, make_coordinate_grid
+from thkit.layers.spade import SPADE, SPADEResBlock
 
 __all__ = [
     "AntiAliasInterpolation2d",
@@ -24,4 +25,6 @@ __all__ = [
     "make_norm",
     "kp2gaussian",
     "make_coordinate_grid",
+    "SPADE",
+    "SPADEResBlock",
 ]
