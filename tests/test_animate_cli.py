@@ -160,3 +160,44 @@ def test_api_writes_with_the_same_options(media, tmp_path):
     model = thkit.create_model("fomm/tiny_fixture")
     res = thkit.animate(str(media["photo"]), str(media["still"]), model, out=tmp_path / "p.png", paste_back=True)
     assert res.size == (200, 160) and res.frames == 1 and res.crop["source_box"][2] < 160
+
+
+def test_visualize_panels_keypoint_colours_and_demo_grid(media, tmp_path):
+    """FOMM's visualiser layout: source and driving with their keypoints (a colour per keypoint index), deformed,
+    occlusion, result; the result panel is the plain animation; the demo's grid shows the same panels."""
+    import thkit
+    from thkit.engine.visualize import LABEL_HEIGHT, keypoint_colors
+    from thkit.inference.animate import _prepare, animate_video
+    from thkit.inference.demo import demo_grid
+
+    torch.manual_seed(0)
+    model = thkit.create_model("fomm/tiny_fixture")
+    frames: list[np.ndarray] = []
+    res = animate_video(model, str(media["face"]), str(media["clip"]), tmp_path / "vis.mp4", image_size=SIZE,
+                        visualize=True, on_frame=frames.append, max_frames=3, progress=False)
+    assert res.panels == ["source", "driving", "deformed", "occlusion", "result"]
+    assert len(frames) == 3 and frames[0].shape == (SIZE, 5 * SIZE, 3)
+    assert probe_video(tmp_path / "vis.mp4").width == 5 * SIZE
+    plain = thkit.animate(str(media["face"]), str(media["clip"]), model, max_frames=3)
+    np.testing.assert_array_equal(np.stack(frames)[..., 4 * SIZE:, :], plain)
+    # the source panel: each keypoint's centre pixel has its colour (unless a later keypoint's dot covers it)
+    occlusion = frames[0][:, 3 * SIZE:4 * SIZE].astype(int)  # grey: R = G = B
+    assert (occlusion[..., 0] == occlusion[..., 1]).all() and (occlusion[..., 1] == occlusion[..., 2]).all()
+    src = np.array(Image.open(media["face"]).convert("RGB"))
+    with torch.inference_mode():
+        kp = model.detect(_prepare(src, None, SIZE)[None])["value"][0].numpy()
+    px = np.rint((kp + 1) / 2 * (SIZE - 1)).astype(int)
+    colours = np.rint(keypoint_colors(len(kp)).numpy() * 255).astype(int)
+    assert len({tuple(c) for c in colours}) == len(kp)
+    checked = 0
+    for k, (x, y) in enumerate(px):
+        if all(np.hypot(*(px[j] - px[k])) > 4 for j in range(k + 1, len(kp))):
+            np.testing.assert_array_equal(frames[0][y, x].astype(int), colours[k])
+            checked += 1
+    assert checked >= 1
+    grid = demo_grid(frames, res.panels)
+    scale, pad = 2, 2  # 64 px tiles are enlarged to 128 in the grid
+    tile = SIZE * scale
+    assert grid.shape == (LABEL_HEIGHT + 3 * (tile + pad) + pad, 5 * (tile + pad) + pad, 3)
+    x, y = px[-1]
+    np.testing.assert_array_equal(grid[LABEL_HEIGHT + pad + scale * y, pad + scale * x].astype(int), colours[-1])

@@ -26,7 +26,7 @@ def test_demo_writes_everything(tmp_path):
     info = probe_video(paths["video"])
     drv = probe_video(carphone_path())
     assert drv.num_frames == 120 and info.num_frames == 120 and info.fps == drv.fps
-    assert (info.width, info.height) == (3 * 64, 64)
+    assert (info.width, info.height) == (5 * 64, 64)  # source, driving (keypoints), deformed, occlusion, result
     for key in ("grid", "loss_curves", "metrics", "metrics_json", "weights"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
     rep = json.loads(paths["metrics_json"].read_text())

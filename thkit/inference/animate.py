@@ -333,6 +333,7 @@ def animate_video(
     paste_back: bool = False,
     visualize: bool = False,
     control: Any = None,
+    on_frame: Any = None,
 ) -> AnimateResult:
     """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with the driving video and write ``out``.
 
@@ -355,7 +356,8 @@ def animate_video(
 
     ``visualize`` (FOMM's visualiser): each frame shows the source and the driving frame with their keypoints
     (:func:`thkit.engine.visualize.draw_keypoints`), the warped source, the occlusion map and the result, side by
-    side (``AnimateResult.panels`` names them).
+    side (``AnimateResult.panels`` names them).  ``on_frame``: called with every written frame (``(H, W, 3)`` uint8,
+    before encoding), e.g. to keep some for a picture.
     """
     from tqdm import tqdm
 
@@ -483,6 +485,8 @@ def animate_video(
                 if writer is None:
                     writer = open_writer(frame)
                 writer.write(frame)
+                if on_frame is not None:
+                    on_frame(frame)
             count += len(batch)
             bar.update(len(batch))
             batch.clear()

