@@ -294,7 +294,7 @@ def test_timm_encoder_random_and_local_weights():
 
 def test_recipe_swaps_in_a_timm_encoder():
     """The baseline recipe with a timm backbone: features at strides 2/4/8 fused into a matching decoder."""
-    cfg = load_recipe("smac/baseline")
+    cfg = load_recipe("smac/baseline_small")
     m = cfg.model.to_dict()
     m["encoder"] = dict(type="TimmEncoder", model_name="test_efficientnet", out_indices=(0, 1, 2),
                         input_range=(-1, 1))

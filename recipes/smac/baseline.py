@@ -1,7 +1,9 @@
-# SMAC ablation, paper Table 2, "baseline": no codebook at all.  The FOMM motion, the VQGAN encoder and the decoder
-# with its multi-scale SFT + additive fusion remain; the decoder fuses the source features warped by the dense-motion
-# flow and occlusion (no flow refinement, no appearance retrieval).  No codebook losses.
-_base_ = ['./small.py']
+# SMAC ablation, paper Table 2 row 1 "Baseline" (§4.3: no compensatory codebook at all), at paper scale: smac/vox256
+# (VoxCeleb, full widths, official schedule, batch 16) without the compensator.  The FOMM motion, the VQGAN encoder
+# and the decoder with its multi-scale SFT + additive fusion remain; the decoder fuses the source features warped by
+# the dense-motion flow and occlusion (no flow refinement, no appearance retrieval).  No codebook losses.
+# CPU-sized twin: smac/baseline_small.
+_base_ = ['./vox256.py']
 
 model = dict(
     motion=dict(return_driving_heatmap=False),
@@ -11,3 +13,5 @@ model = dict(
 )
 
 losses = dict(codebook=None, flow_reconstruction=None)
+
+test_size = 128  # tests/test_recipes_build.py runs it at 128 px (the parts follow the size); smac/vox256 runs at 256

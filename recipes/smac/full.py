@@ -1,3 +1,4 @@
-# SMAC ablation, paper Table 2, last row ("full"): multi-scale motion codebook compensation (MMC) and multi-scale
-# appearance codebook compensation (MAC) at all 4 scales, progressive code allocation = small.py itself.
-_base_ = ['./small.py']
+# SMAC ablation, paper Table 2 row 5 "+MMC+MAC" (the full model; its row equals Table 1's VoxCeleb1 row): multi-scale
+# motion and appearance codebook compensation at all 4 scales, progressive code allocation = smac/vox256 itself.
+# CPU-sized twin: smac/full_small.
+_base_ = ['./vox256.py']

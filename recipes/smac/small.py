@@ -36,7 +36,10 @@ test_size = 128
 # ---- training on the synthetic data (no download), CPU-sized batches and schedule -----------------------------
 # CPU-sized: the perceptual pyramid stops at relu1_1 (random VGG without $THKIT_VGG19_WEIGHTS; relu2..5 are over 99% of
 # its cost) and the generator side learns at 2e-4 instead of 8e-5 (benchmarks/learns.py, benchmarks/README.md)
-losses = dict(perceptual=dict(allow_random=True, layer_weights=[1.0]))
+# The CPU recipes opt in to two of thkit's training corrections (recipes/smac/README.md): a keypoint-distance loss that
+# trains (the official sign() penalty has zero gradient) and an equivariance warp whose identity is exact.
+losses = dict(perceptual=dict(allow_random=True, layer_weights=[1.0]),
+              equivariance=dict(align_corners=True), keypoint_distance=dict(mode='hinge'))
 optim_wrapper = dict(generator=dict(optimizer=dict(lr=2e-4)))
 train_dataloader = dict(_delete_=True, **dict(_base_.synthetic_train_dataloader, batch_size=4))
 val_dataloader = dict(_delete_=True, **_base_.synthetic_val_dataloader)

@@ -75,15 +75,18 @@ losses = dict(
     pixel=dict(type='L1Loss', weight=1.0),
     perceptual=dict(type='PerceptualPyramidLoss', weight=1.0, layer_weights=[1.0] * 5, scales=[1, 0.5, 0.25, 0.125],
                     pyramid_mode='slice', input_range=input_range,
-                    official_smac_range_quirk=True),  # the official VGG sees [-1, 1] images as if [0, 1]
+                    # official: the VGG sees [-1, 1] images as if [0, 1] (opt-in fix: official_smac_range_quirk=False)
+                    official_smac_range_quirk=True),
     low_res=dict(type='LowResolutionLoss', weight=0.5, pixel_weight=1.0, perceptual='@perceptual'),
     adversarial=dict(type='HingeGANLoss', weight=0.8, adaptive=True, max_adaptive_weight=1.0,
                      rec_terms=('pixel', 'perceptual'), disc_factor=1.0, start_iter=5001),
     codebook=dict(type='CodebookLoss', weight=1.0, motion_weight=1.0, appearance_weight=1.0),
     flow_reconstruction=dict(type='FlowReconstructionLoss', weight=32.0),
+    # official Transform.transform_frame: grid_sample with torch 1.12's default align_corners=False (opt-in fix: True)
     equivariance=dict(type='EquivarianceLoss', value_weight=1.0, jacobian_weight=1.0, sigma_affine=0.05,
-                      sigma_tps=0.005, points_tps=5),
-    keypoint_distance=dict(type='KeypointDistanceLoss', weight=1.0),  # zero gradient in the official code
+                      sigma_tps=0.005, points_tps=5, align_corners=False),
+    # official KPDistanceLoss: a sign() penalty whose gradient is exactly zero (opt-in fix: mode='hinge', which trains)
+    keypoint_distance=dict(type='KeypointDistanceLoss', weight=1.0, margin=0.2, mode='official'),
 )
 
 # training (for reference): Adam lr 8e-5, betas (0.9, 0.99), separate optimisers for generator, motion estimator and
@@ -91,8 +94,12 @@ losses = dict(
 test_size = 256  # the full model's token grid is fixed by image_size
 
 # ---- training data (the schedule and optimisers come from _base_/schedules/smac_vox.py) ----------------------
-# official train.yml: batch 4 per GPU on 4 GPUs; no colour jitter
-train_dataloader = dict(batch_size=4, dataset=dict(augmentation=dict(jitter_p=0.0)))
+# official train.yml: batch 16 = 4 per GPU on 4 GPUs; no colour jitter.  The effective batch comes from the world size:
+# `torchrun --nproc_per_node=4 -m thkit.cli train smac/vox256` (each process loads its own share of the data); on
+# N GPUs set train_dataloader.batch_size=16 // N (gradient accumulation is not used: the schedule counts steps)
+smac_batch_size = 16  # official total batch
+smac_world_size = 4  # official GPUs (processes)
+train_dataloader = dict(batch_size=smac_batch_size // smac_world_size, dataset=dict(augmentation=dict(jitter_p=0.0)))
 
 # official: an EMA (decay 0.995) of net_g (our encoder, compensator and decoder; not the motion estimator), saved
 # with the checkpoints and exported as the model weights (the demo loads params_ema)

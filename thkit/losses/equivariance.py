@@ -157,7 +157,11 @@ class EquivarianceLoss(Loss):
         sigma_affine, sigma_tps, points_tps: the transform (all methods: 0.05, 0.005, 5).
         tps_kernel: ``'fomm'`` or ``'tpsmm'`` radial basis, see :class:`RandomTPSTransform`.
         align_corners: ``grid_sample`` convention of the frame warp (TPSMM ``True``; FOMM's code passes
-            nothing, i.e. ``True`` under the torch 1.0 it was trained with and ``False`` on today's torch).
+            nothing, i.e. ``True`` under the torch 1.0 it was trained with and ``False`` on today's torch; SMAC
+            (torch 1.12), MCNet and DaGAN pass nothing on torch >= 1.3: ``False``, their paper recipes' official
+            value).  The frame grid puts -1 / +1 on the corner pixels' centres, so only ``True`` (thkit's
+            correction, an opt-in there) makes the identity transform an identity warp; ``False`` samples half
+            a pixel outside at each border (a slight zoom-out) on top of every transform.
         padding_mode: ``'reflection'`` (official).
     """
 

@@ -1,0 +1,12 @@
+# SMAC ablation, paper Table 2 "Baseline" (no codebook), CPU-sized: smac/small with the same change as
+# smac/baseline makes to smac/vox256 (tests/test_smac_recipes.py checks they stay the same change).
+_base_ = ['./small.py']
+
+model = dict(
+    motion=dict(return_driving_heatmap=False),
+    encoder=dict(out_indices=('L0', 'L1', 'L2', 'latent')),
+    warp_levels=None,
+    compensator=None,
+)
+
+losses = dict(codebook=None, flow_reconstruction=None)
