@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from thkit.builder import build_model
 from thkit.cli import main as thkit_main
@@ -168,8 +169,11 @@ def test_smac_preset_pairs_frames_with_absolute_motion(data, tmp_path, capsys):
     model = _model()
     rec = Recorder()
     l1 = METRICS.build(dict(type="L1", **PROTOCOLS["smac"].metric_options["L1"]))
-    summary = evaluate(model, root, "smac", {"rec": rec, "L1": l1}, SIZE, pairs=csv, batch_size=1, progress=False)
+    summary = evaluate(model, root, "smac", {"rec": rec, "L1": l1}, SIZE, pairs=csv, batch_size=1, progress=False,
+                       save_videos=tmp_path / "out")
     assert summary["items"] == 3 and summary["frames"] == 3
+    saved = sorted((tmp_path / "out").iterdir())  # one PNG per row, named by its CSV line
+    assert [f.name[:10] for f in saved] == ["line000002", "line000003", "line000004"]
     assert summary["motion_transfer"]["relative"] is False
     # what is compared with what: the row's driving frame is the target, the row's source frame the source
     # (FID's reference set under smac), one generated frame per row
@@ -182,6 +186,8 @@ def test_smac_preset_pairs_frames_with_absolute_motion(data, tmp_path, capsys):
         with torch.inference_mode():  # SMAC's test(): the full forward with the driving frame, absolute keypoints
             p = model(src, driving=drv, kp_driving=model.detect(drv))["prediction"].clamp(0, 1)
         assert torch.allclose(pred, p, atol=1e-5)
+        png = np.asarray(Image.open(saved[len(want)]))  # the generated frame, 8-bit
+        assert np.array_equal(png, (pred[0] * 255).round().byte().permute(1, 2, 0).numpy())
         q = lambda x: torch.round(x * 255) / 255  # noqa: E731 - tensor2img's 8-bit rounding
         want.append(float((q(p) - q(drv)).abs().mean()))
     assert l1.compute()["value"] == pytest.approx(np.mean(want), abs=1e-6)
@@ -212,8 +218,16 @@ def test_cross_id_preset_csv_rows_and_source_frame(data, tmp_path):
     pred, target, source, video = rec.calls[0]
     assert torch.equal(source, _frame(root, a, 0)) and video == f"{a}->{b}"
     assert torch.equal(target, torch.cat([_frame(root, b, i) for i in range(3)]))
-    got, skipped = read_pairs(csv, [a, b], [root / "test" / a, root / "test" / b])
+    vids = [root / "test" / a, root / "test" / b]
+    got, skipped = read_pairs(csv, [a, b], vids)
     assert got == [(0, 0, 1), (1, 2, 0)] and skipped == 1
+    # DaGAN's vox_cross_id_animate.csv: `source_frame,driving_video` (an unknown header: the first two columns)
+    csv.write_text(f"source_frame,driving_video\n/d/vox1_frames/test/{b}.mp4/0000001.png,/d/vox1/test/{a}.mp4\n")
+    assert read_pairs(csv, [a, b], vids) == ([(1, 1, 0)], 0)
+    # a source frame file that does not exist is an error naming the line, not a silently different frame
+    csv.write_text(f"source,driving\n{a},{b}\n{b}/0000007.png,{a}\n")
+    with pytest.raises(InputFileError, match=r"line 3: source frame .*0000007\.png' is missing"):
+        read_pairs(csv, [a, b], vids)
 
 
 # --------------------------------------------------------------------------------------------------------
