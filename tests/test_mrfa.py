@@ -243,8 +243,8 @@ def test_recipe_from_official_fixture_config_reproduces_the_fixture(fx, model):
 
 def test_recipe_from_official_bad_config_is_named(fx):
     cfg = copy.deepcopy(fx["config"])
-    cfg["train_params"]["prior_model"] = "tpsm"
-    with pytest.raises(CheckpointError, match="prior_model: 'tpsm'"):
+    cfg["train_params"]["prior_model"] = "mystery"
+    with pytest.raises(CheckpointError, match="prior_model: 'mystery'"):
         get_converter("mrfa").recipe_from_official(cfg, fx["meta"]["fixture_patches"])
     cfg = copy.deepcopy(fx["config"])
     cfg["raft_flow"]["mystery"] = 1

@@ -152,7 +152,9 @@ def _describe_mismatch(path: str | os.PathLike, cfg, fmt: str, trusted: bool) ->
         if method == "unknown":
             return "", ""
         what = f" (an official {method} checkpoint)"
-        wanted = get_converter(method).checkpoint_settings(obj)
+        converter = get_converter(method)
+        wanted = converter.checkpoint_settings(obj)
+        fits = converter.checkpoint_recipe(obj)
     except Exception:  # noqa: BLE001 - only a hint for a message
         return "", ""
     differ = {}
@@ -165,6 +167,8 @@ def _describe_mismatch(path: str | os.PathLike, cfg, fmt: str, trusted: bool) ->
     if not differ:
         return what, ""
     have = ", ".join(f"{k}={v!r} (the recipe has {r!r})" for k, (r, v) in differ.items())
+    if fits:  # a variant that is another recipe
+        return what, f"the checkpoint has {have}; use the recipe {fits}"
     opts = " ".join(f"{k}={v}" for k, (_, v) in differ.items())
     return what, f"the checkpoint has {have}; pass --cfg-options {opts} (or cfg_options=)"
 

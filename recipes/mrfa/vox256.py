@@ -30,6 +30,7 @@ model = dict(
         type='MotionRefinementCompensator',
         channels=[512, 512, 512, 256, 128, 64],
         prior_align_corners=False,
+        prior_only=False,  # raft_flow.prior_only (recipes/mrfa/vox256_prior_only.py)
         structure=dict(type='StructureCorrelation', num_kp=num_kp, dim=256, scale=0.25, kp_variance=0.1,
                        driving_encoder=dict(block_expansion=32, max_features=512, num_blocks=5),
                        source_encoder=dict(block_expansion=32, max_features=512, num_blocks=5)),

@@ -105,6 +105,9 @@ class StructureCorrelation(nn.Module):
         scale: the resolution of the volume relative to the image (the prior flow's: 0.25).
         kp_variance: variance of the keypoint Gaussians (official 0.1, not the dense motion's 0.01).
         in_channels: image channels (the source enters ``kp_img`` downsampled, anti-aliased: ``down``).
+        kp_group_size: average every ``kp_group_size`` consecutive keypoints into one before the Gaussians
+            (``num_kp`` counts the groups).  MRFA's TPS prior (``prior_model: tpsm``) feeds the mean of each
+            5-point TPS group: ``kp.view(B, -1, 5, 2).mean(2)`` (``modules/model.py``, ``demo.py``).  Default 1.
 
     ``forward(source, kp_source, kp_driving)`` (keypoint values ``(B, K, 2)``) returns ``volume`` ``(B, N, N)``
     (index ``[b, i, j]``: driving position ``i``, source position ``j``, both row-major over the ``h x w`` grid),
@@ -113,8 +116,11 @@ class StructureCorrelation(nn.Module):
 
     def __init__(self, num_kp: int = 10, dim: int = 256, driving_encoder: dict | None = None,
                  source_encoder: dict | None = None, image_size: int = 256, scale: float = 0.25,
-                 kp_variance: float = 0.1, in_channels: int = 3):
+                 kp_variance: float = 0.1, in_channels: int = 3, kp_group_size: int = 1):
         super().__init__()
+        if int(kp_group_size) < 1:
+            raise ValueError(f"StructureCorrelation: kp_group_size must be >= 1, got {kp_group_size}")
+        self.kp_group_size = int(kp_group_size)
         side = int(image_size * scale)
         if side < 2 or side != image_size * scale:
             raise ValueError(f"StructureCorrelation: image_size={image_size} x scale={scale} must be a whole number "
@@ -139,10 +145,21 @@ class StructureCorrelation(nn.Module):
         self.down = AntiAliasInterpolation2d(in_channels, scale, mode="nearest")
 
     def extra_repr(self) -> str:
-        return f"num_kp={self.num_kp}, dim={self.dim}, side={self.side}"
+        return f"num_kp={self.num_kp}, dim={self.dim}, side={self.side}, kp_group_size={self.kp_group_size}"
+
+    def group_keypoints(self, kp: Tensor) -> Tensor:
+        """``(B, num_kp * kp_group_size, 2)`` -> ``(B, num_kp, 2)``: the mean of each group of consecutive points."""
+        want = self.num_kp * self.kp_group_size
+        if kp.dim() != 3 or kp.shape[1] != want:
+            raise ValueError(f"StructureCorrelation expects keypoints (B, {want}, 2) (num_kp={self.num_kp} x "
+                             f"kp_group_size={self.kp_group_size}); got {tuple(kp.shape)}")
+        if self.kp_group_size == 1:
+            return kp
+        return kp.reshape(kp.shape[0], self.num_kp, self.kp_group_size, 2).mean(2)
 
     def forward(self, source: Tensor, kp_source: Tensor, kp_driving: Tensor) -> dict[str, Tensor]:
         size = (self.side, self.side)
+        kp_source, kp_driving = self.group_keypoints(kp_source), self.group_keypoints(kp_driving)
         g_s = kp2gaussian(kp_source, size, self.kp_variance) + self.pos_embedding
         g_d = kp2gaussian(kp_driving, size, self.kp_variance) + self.pos_embedding
         img = self.down(source)
@@ -224,6 +241,12 @@ class MotionRefinementCompensator(Compensator):
         structure: :class:`StructureCorrelation` config (``num_kp``, ``dim``, encoders).
         updater: :class:`CorrelationFlowUpdater` config (``feature_channels`` filled in).
         prior_align_corners: the ``grid_sample`` setting of the prior branch (official: the default, ``False``).
+        prior_only: the official ``raft_flow.prior_only`` (a plain prior-based model): no structure correlation
+            and no updater are built (``structure`` / ``updater`` are not read); every level is warped by the
+            prior flow resized to it (bilinear, ``align_corners=True``) with ``grid_sample`` at
+            ``prior_align_corners``, the occlusions are ``sigmoid`` of the resized prior logits, and ``deformed``
+            is the source warped by the prior flow resized to the finest level.  Use it with a decoder that does
+            not fuse prior features (``MultiLevelFusionDecoder(fuse_prior=False)``).
 
     ``warps_features = True``.  Returns ``features`` (raw features warped by the refined flows, *not* multiplied by
     the occlusion, fine to coarse), ``prior_features`` (warped by the prior flow, fine to coarse), and coarse to fine:
@@ -236,12 +259,16 @@ class MotionRefinementCompensator(Compensator):
     warps_features = True
 
     def __init__(self, channels: Sequence[int], structure: dict | None = None, updater: dict | None = None,
-                 prior_align_corners: bool = False):
+                 prior_align_corners: bool = False, prior_only: bool = False):
         super().__init__()
         self.channels = [int(c) for c in channels]
         if len(self.channels) < 2:
             raise ValueError("MotionRefinementCompensator needs at least two levels (channels, coarse to fine)")
         self.prior_align_corners = bool(prior_align_corners)
+        self.prior_only = bool(prior_only)
+        if self.prior_only:
+            self.structure = self.updater = None
+            return
         self.structure = build("compensator", structure or dict(type="StructureCorrelation"), "structure")
         self.updater = build("compensator", updater or dict(type="CorrelationFlowUpdater"), "updater",
                              default_args={"feature_channels": self.channels})
@@ -250,7 +277,7 @@ class MotionRefinementCompensator(Compensator):
                              f"{self.channels}")
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, prior_align_corners={self.prior_align_corners}"
+        return f"channels={self.channels}, prior_align_corners={self.prior_align_corners}, prior_only={self.prior_only}"
 
     def forward(self, warped: Sequence[Tensor] | None, ctx: dict[str, Any]) -> dict[str, Any]:
         for key in ("features", "motion", "source", "kp_source", "kp_driving"):
@@ -267,6 +294,8 @@ class MotionRefinementCompensator(Compensator):
         if h not in sizes or deformation.shape[2] != h or any(b != 2 * a for a, b in zip(sizes, sizes[1:])):
             raise ValueError(f"MotionRefinementCompensator needs square levels doubling in size {sizes} and a square "
                              f"prior flow of one of those sizes; got a {tuple(deformation.shape[1:3])} flow")
+        if self.prior_only:
+            return self._prior_only(levels, sizes, deformation, ctx)
         if h != self.structure.side:
             raise ValueError(f"the prior flow is {h}x{h} but the correlation grid is {self.structure.side}x"
                              f"{self.structure.side} (structure image_size x scale)")
@@ -339,3 +368,25 @@ class MotionRefinementCompensator(Compensator):
         out["prior_features"] = prior_levels[::-1]
         out["init_flow"] = init_flow
         return out
+
+    def _prior_flow(self, deformation: Tensor, size: int) -> Tensor:
+        """The prior flow resized to ``size`` (bilinear, ``align_corners=True``), ``(B, size, size, 2)``."""
+        if deformation.shape[1] == size:
+            return deformation
+        return _up(deformation.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
+
+    def _prior_only(self, levels: list[Tensor], sizes: list[int], deformation: Tensor,
+                    ctx: dict[str, Any]) -> dict[str, Any]:
+        """``RaftFlow.forward``'s ``prior_only`` branch: every level warped by the prior flow, no refinement."""
+        init_occ = _occlusion_logits(ctx["motion"], tuple(deformation.shape[1:3]))
+        warped, occlusions, flows = [], [], []
+        for feat, s in zip(levels, sizes):
+            flows.append(self._prior_flow(deformation, s))
+            warped.append(F.grid_sample(feat, flows[-1], align_corners=self.prior_align_corners))
+            occlusions.append(torch.sigmoid(_up(init_occ, s)))
+        source = ctx["source"]
+        source = source.expand(deformation.shape[0], *source.shape[1:])
+        finest = flows[-1] if source.shape[-1] == sizes[-1] else self._prior_flow(deformation, source.shape[-1])
+        return {"features": warped[::-1], "occlusion_list": occlusions, "prior_occlusions": occlusions,
+                "deformation_list": flows,
+                "deformed": F.grid_sample(source, finest, align_corners=self.prior_align_corners)}

@@ -75,6 +75,12 @@ class Converter:
         with the ``--cfg-options`` that make it fit.  Default: none known."""
         return {}
 
+    def checkpoint_recipe(self, checkpoint: Any) -> str | None:
+        """The built-in recipe whose networks an official checkpoint holds, for a method whose variants are
+        different recipes (MRFA's prior models), so that a checkpoint whose :meth:`checkpoint_settings` differ
+        from a recipe's is reported with the recipe to use instead of ``--cfg-options``.  Default: None."""
+        return None
+
     def __call__(self, checkpoint: Any) -> StateDicts:
         return self.convert(checkpoint)
 

@@ -229,7 +229,10 @@ class ThinPlateSplineMotion(MotionEstimator):
     4. ``occlusion_map`` (``multi_mask``): 4 sigmoid masks, coarse to fine: 7x7 convs on the last
        ``4 - n_up`` hourglass levels, then ``n_up = log2(1 / scale_factor)`` UpBlocks (halving the width
        each time) on the last level, one mask after each, so the finest mask is at image size.  Without
-       ``multi_mask``: one mask from the last level.
+       ``multi_mask``: one mask from the last level, and its logits as ``occlusion_logits`` (MRFA's TPS prior
+       refines them).
+    ``norm``: the hourglass's (and UpBlocks') normalisation, ``'instance'`` (TPSMM) or ``'batch'`` (MRFA's copy of
+    this network).
 
     Returns ``deformation`` (B, h, w, 2), ``occlusion_map`` (list), ``contribution_maps`` (B, K+1, h, w),
     ``deformed_source`` (B, K+1, C, h, w) and, when used, ``bg_param`` (B, 3, 3).
@@ -252,6 +255,7 @@ class ThinPlateSplineMotion(MotionEstimator):
         background_predictor: dict | None = None,
         use_background: bool = True,
         dropout_p: float = 0.0,
+        norm: str = "instance",
     ):
         super().__init__()
         if num_tps < 1:
@@ -271,7 +275,7 @@ class ThinPlateSplineMotion(MotionEstimator):
         if self.scale_factor != 1:
             self.down = AntiAliasInterpolation2d(num_channels, self.scale_factor, mode="nearest")
         in_features = num_channels * (self.num_tps + 1) + self.num_tps * POINTS_PER_TPS + 1
-        self.hourglass = Hourglass(block_expansion, in_features, num_blocks, max_features, norm="instance")
+        self.hourglass = Hourglass(block_expansion, in_features, num_blocks, max_features, norm=norm)
         widths = list(self.hourglass.out_channels)  # after every decoder step, coarse to fine
         self.maps = nn.Conv2d(widths[-1], self.num_tps + 1, kernel_size=7, padding=3)
 
@@ -286,7 +290,7 @@ class ThinPlateSplineMotion(MotionEstimator):
                     f"multi_mask with scale_factor {scale_factor} needs {n_levels} hourglass levels "
                     f"(num_blocks={num_blocks} gives {len(widths)})")
             ups = [widths[-1] // 2**i for i in range(n_up + 1)]
-            self.up = nn.ModuleList(UpBlock2d(ups[i], ups[i + 1], norm="instance") for i in range(n_up))
+            self.up = nn.ModuleList(UpBlock2d(ups[i], ups[i + 1], norm=norm) for i in range(n_up))
             mask_in = widths[len(widths) - n_levels:] + ups[1:]
             self.num_hourglass_masks = n_levels
         else:
@@ -375,10 +379,11 @@ class ThinPlateSplineMotion(MotionEstimator):
             contribution = F.softmax(logits, dim=1)
         deformation = (trans * contribution.unsqueeze(-1)).sum(dim=1)  # eq. 6
 
-        occlusion = []
+        occlusion, occ_logits = [], None
         n_hg = self.num_hourglass_masks
         for head, feat in zip(self.occlusion[:n_hg], levels[len(levels) - n_hg:]):
-            occlusion.append(torch.sigmoid(head(feat)))
+            occ_logits = head(feat)
+            occlusion.append(torch.sigmoid(occ_logits))
         feat = levels[-1]
         for up, head in zip(self.up, self.occlusion[n_hg:]):
             feat = up(feat)
@@ -390,6 +395,8 @@ class ThinPlateSplineMotion(MotionEstimator):
             "contribution_maps": contribution,
             "deformed_source": deformed,
         }
+        if not self.multi_mask:  # the single mask's logits (at the flow's size), for parts that refine them
+            out["occlusion_logits"] = occ_logits
         if bg_param is not None:
             out["bg_param"] = bg_param
         return out
