@@ -224,15 +224,15 @@ class _Videos:
         self.names = list(names)
         self.paths = None if paths is None else [Path(q) for q in paths]
         self.stems = {video_stem(n): i for i, n in enumerate(names)}
-        self._frames: dict[int, tuple[list[str] | None, int]] = {}
+        self._frames: dict[int, tuple[dict[str, int] | None, int]] = {}
 
-    def _frame_list(self, vid: int) -> tuple[list[str] | None, int]:
-        """(frame file names of a folder video, else None; number of frames)."""
+    def _frame_list(self, vid: int) -> tuple[dict[str, int] | None, int]:
+        """({frame file name: index} of a folder video, else None; number of frames)."""
         from thkit.datasets.frames import FolderSource, open_video
 
         if vid not in self._frames:
             src = open_video(self.paths[vid])
-            files = [f.name for f in src.files] if isinstance(src, FolderSource) else None
+            files = {f.name: i for i, f in enumerate(src.files)} if isinstance(src, FolderSource) else None
             self._frames[vid] = (files, len(src))
         return self._frames[vid]
 
@@ -254,9 +254,10 @@ class _Videos:
             files, count = self._frame_list(vid)
             if files is not None:
                 if last in files:
-                    return vid, files.index(last), None
-                return vid, None, (f"{self.paths[vid]} has no frame file {last} (it has {count}: {files[0]} ... "
-                                   f"{files[-1]})")
+                    return vid, files[last], None
+                names = list(files)
+                return vid, None, (f"{self.paths[vid]} has no frame file {last} (it has {count}: {names[0]} ... "
+                                   f"{names[-1]})")
             if stem.isdigit() and int(stem) < count:
                 return vid, int(stem), None
             return vid, None, f"{self.paths[vid]} has no frame {last} (it has {count} frames, 0 ... {count - 1})"
