@@ -89,3 +89,30 @@ def test_sample_columns_map_the_input_range_to_unit():
     assert float(cols["prediction"].min()) == 0.0 and float(cols["prediction"].max()) == 1.0
     assert cols["flow"].shape == (1, 3, 8, 8) and torch.equal(cols["flow"], torch.ones(1, 3, 8, 8))
     torch.testing.assert_close(cols["occlusion"], torch.full((1, 3, 8, 8), 0.25))
+
+
+def test_draw_keypoints_colour_per_index_and_sample_columns_draw_them():
+    """FOMM's visualiser: a filled dot per keypoint in gist_rainbow(k / K); the training samples' source and driving
+    columns show the model's keypoints."""
+    from matplotlib import colormaps
+
+    from thkit.engine.visualize import draw_keypoints, keypoint_colors
+
+    colours = keypoint_colors(3)
+    want = torch.tensor([colormaps["gist_rainbow"](k / 3)[:3] for k in range(3)], dtype=torch.float32)
+    assert torch.equal(colours, want) and len({tuple(c.tolist()) for c in colours}) == 3
+    img = torch.zeros(2, 3, 33, 33)
+    kp = torch.tensor([[[-1.0, -1.0], [0.0, 0.0], [1.0, 0.5]]]).expand(2, -1, -1)  # pixels (0, 0) (16, 16) (32, 24)
+    out = draw_keypoints(img, kp, radius=2)
+    for k, (x, y) in enumerate([(0, 0), (16, 16), (32, 24)]):
+        assert torch.equal(out[1, :, y, x], colours[k])
+    assert torch.equal(out[0, :, 16, 18], colours[1]) and torch.equal(out[0, :, 16, 19], torch.zeros(3))
+    # discs of radius 2 (13 pixels), cut by the image border: a quarter (6) at a corner, 9 at the right edge
+    assert int((out[0].abs().sum(0) > 0).sum()) == 6 + 13 + 9
+    assert torch.equal(img, torch.zeros_like(img))  # the input is not modified
+    x = torch.full((1, 3, 33, 33), 0.5)
+    res = dict(sample_columns({"source": x, "driving": x}, {"prediction": x, "kp_source": {"value": kp[:1]},
+                                                           "kp_driving": {"value": kp[:1].flip(-1)}}, (0, 1)))
+    assert torch.equal(res["source"][0, :, 16, 16], colours[1]) and torch.equal(res["source"][0, :, 24, 32],
+                                                                                   colours[2])
+    assert torch.equal(res["driving"][0, :, 32, 24], colours[2]) and torch.equal(res["prediction"], x)

@@ -52,10 +52,12 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 def sample_columns(batch: Mapping[str, Tensor], out: Mapping[str, Any], input_range: Sequence[float]
                    ) -> list[tuple[str, Tensor]]:
-    """The columns of a sample grid, each ``(name, (B, 3, H, W) in [0, 1])``: source, driving, prediction,
-    deformed (source warped by the flow), flow (colour wheel), occlusion (finest map, grey) when present."""
+    """The columns of a sample grid, each ``(name, (B, 3, H, W) in [0, 1])``: source, driving (with their keypoints
+    drawn when ``out`` has 2D ``kp_source`` / ``kp_driving``, as FOMM's visualiser), prediction, deformed (source
+    warped by the flow), flow (colour wheel), occlusion (finest map, grey) when present."""
     size = tuple(batch["driving"].shape[-2:])
-    cols = [("source", to_unit(batch["source"], input_range)), ("driving", to_unit(batch["driving"], input_range)),
+    cols = [("source", _with_keypoints(to_unit(batch["source"], input_range), out.get("kp_source"))),
+            ("driving", _with_keypoints(to_unit(batch["driving"], input_range), out.get("kp_driving"))),
             ("prediction", to_unit(out["prediction"], input_range))]
     if isinstance(out.get("deformed"), Tensor):
         cols.append(("deformed", _resize(to_unit(out["deformed"], input_range), size)))
@@ -67,6 +69,18 @@ def sample_columns(batch: Mapping[str, Tensor], out: Mapping[str, Any], input_ra
     if isinstance(occ, Tensor) and occ.dim() == 4:
         cols.append(("occlusion", _resize(occ.detach().float()[:, :1].clamp(0, 1), size).expand(-1, 3, -1, -1)))
     return cols
+
+
+def _with_keypoints(images: Tensor, kp: Any) -> Tensor:
+    """``images`` with ``kp['value']`` drawn (:func:`draw_keypoints`) when it is ``(B, K, 2)`` for them, else as is."""
+    value = kp.get("value") if isinstance(kp, Mapping) else None
+    if not isinstance(value, Tensor) or value.dim() != 3 or value.shape[-1] != 2:
+        return images
+    if value.shape[0] != images.shape[0]:
+        if value.shape[0] != 1:
+            return images
+        value = value.expand(images.shape[0], -1, -1)
+    return draw_keypoints(images, value)
 
 
 def keypoint_colors(num_kp: int, colormap: str = "gist_rainbow") -> Tensor:
@@ -122,10 +136,8 @@ def animation_columns(source: Tensor, driving: Tensor, out: Mapping[str, Any], i
     drv = to_unit(driving, input_range)
     size = tuple(drv.shape[-2:])
     src = to_unit(source, input_range).expand(drv.shape[0], -1, -1, -1)
-    kp_s = out.get("kp_source")
     kp_d = kp_driving if kp_driving is not None else out.get("kp_driving")
-    cols = [("source", draw_keypoints(src, kp_s["value"].expand(drv.shape[0], -1, -1)) if kp_s else src),
-            ("driving", draw_keypoints(drv, kp_d["value"]) if kp_d else drv)]
+    cols = [("source", _with_keypoints(src, out.get("kp_source"))), ("driving", _with_keypoints(drv, kp_d))]
     if isinstance(out.get("deformed"), Tensor):
         cols.append(("deformed", _resize(to_unit(out["deformed"], input_range), size)))
     occ = out.get("occlusion_map")
