@@ -224,7 +224,7 @@ register_protocol(EvalProtocol(
     pass_driving=True,
     ground_truth=True,
     metrics=("L1", "AKD", "AED"),
-    metric_options={"AKD": {"quantize": "floor"}, "AED": {"quantize": "floor"}},
+    metric_options={"AKD": {"backend": "face_alignment", "quantize": "floor"}, "AED": {"quantize": "floor"}},
     origin="first-order-model reconstruction.py and config/vox-256.yaml (reconstruction_params: num_videos 1000, "
            "i.e. all 525 VoxCeleb test videos); AKD/AED by AliaksandrSiarohin/pose-evaluation on the PNGs it writes "
            "((255 * prediction).astype(uint8): floor)",
@@ -251,7 +251,7 @@ register_protocol(EvalProtocol(
         "L1": {"quantize": "round"}, "PSNR": {"quantize": "round"}, "SSIM": {"quantize": "round"},
         "LPIPS": {"net": "vgg", "feed_range": (-1.0, 1.0), "quantize": "round"},
         "FID": {"reference": "source", "quantize": "round"},
-        "AKD": {"quantize": "round"}, "AED": {"reference": "target", "quantize": "round"},
+        "AKD": {"backend": "face_alignment", "quantize": "round"}, "AED": {"reference": "target", "quantize": "round"},
         "CSIM": {"reference": "target", "quantize": "round"},
     },
     pairs="required",
