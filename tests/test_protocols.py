@@ -219,6 +219,8 @@ def test_cross_id_preset_csv_rows_and_source_frame(data, tmp_path):
     assert torch.equal(source, _frame(root, a, 0)) and video == f"{a}->{b}"
     assert torch.equal(target, torch.cat([_frame(root, b, i) for i in range(3)]))
     vids = [root / "test" / a, root / "test" / b]
+    with pytest.raises(InferenceError, match="--num-pairs must be >= 1, got 0"):
+        evaluate(_model(), root, "cross-id", {"rec": Recorder()}, SIZE, pairs=csv, num_pairs=0, progress=False)
     got, skipped = read_pairs(csv, [a, b], vids)
     assert got == [(0, 0, 1), (1, 2, 0)] and skipped == 1
     # DaGAN's vox_cross_id_animate.csv: `source_frame,driving_video` (an unknown header: the first two columns)

@@ -449,6 +449,8 @@ def evaluate(model: torch.nn.Module, data: str | os.PathLike, protocol: str | Ev
     names = [ds.names[i] for i in good]
     paths = [ds.paths[i] for i in good]
     n_pairs = spec.num_pairs if num_pairs is None else int(num_pairs)
+    if n_pairs is not None and n_pairs < 1:
+        raise InferenceError(f"--num-pairs must be >= 1, got {n_pairs}")
     skipped_pairs = 0
     # jobs: (source video, source frame, driving video, driving frame or None for the whole video, CSV line)
     if spec.task == "video-reconstruction":
