@@ -334,6 +334,7 @@ def animate_video(
     visualize: bool = False,
     control: Any = None,
     on_frame: Any = None,
+    precision: str | None = None,
 ) -> AnimateResult:
     """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with the driving video and write ``out``.
 
@@ -357,7 +358,8 @@ def animate_video(
     ``visualize`` (FOMM's visualiser): each frame shows the source and the driving frame with their keypoints
     (:func:`thkit.engine.visualize.draw_keypoints`), the warped source, the occlusion map and the result, side by
     side (``AnimateResult.panels`` names them).  ``on_frame``: called with every written frame (``(H, W, 3)`` uint8,
-    before encoding), e.g. to keep some for a picture.
+    before encoding), e.g. to keep some for a picture.  ``precision``: ``'fp32'`` (default), ``'bf16'`` or ``'fp16'``
+    autocast (:func:`thkit.inference.stream.resolve_precision`).
     """
     from tqdm import tqdm
 
@@ -434,7 +436,7 @@ def animate_video(
     recorder = _Recorder(model) if visualize else None
     animator = StreamingAnimator(recorder or model, relative=relative, relative_jacobian=relative_jacobian,
                                  adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
-                                 keypoint_transfer=keypoint_transfer, control=control)
+                                 keypoint_transfer=keypoint_transfer, control=control, precision=precision)
     audio_from = driving if (audio and drv_in.has_audio) else None
     qsize = queue_size or max(8, 2 * batch_size)
     writer = None

@@ -13,6 +13,7 @@ source encoding included, once per frame); the streaming path gives the same fra
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -22,7 +23,11 @@ from thkit.transfer import movement_scale, transfer_motion
 
 Tensor = torch.Tensor
 
-__all__ = ["MotionTransfer", "StreamingAnimator", "PerFrameAnimator", "animate_per_frame"]
+__all__ = ["MotionTransfer", "StreamingAnimator", "PerFrameAnimator", "animate_per_frame", "PRECISIONS",
+           "resolve_precision"]
+
+#: ``--precision`` names and the autocast dtype of each (``None``: plain float32)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class MotionTransfer:
@@ -99,6 +104,32 @@ def resolve_batch_size(batch_size: int | None, device: torch.device | str) -> in
     return int(batch_size)
 
 
+def resolve_precision(precision: str | None, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (``'fp32'``: ``None``, ``'bf16'``, ``'fp16'``) on ``device``, or an
+    :class:`~thkit.inference.errors.InferenceError` (one line) for a name or a device that does not support it:
+    fp16 runs on CUDA only (a CPU without float16 arithmetic emulates it: slower than fp32), bf16 on the CPU and on
+    GPUs with bfloat16."""
+    from thkit.inference.errors import InferenceError
+
+    name = "fp32" if precision is None else str(precision).strip().lower()
+    if name not in PRECISIONS:
+        raise InferenceError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    dev = torch.device(device)
+    if name == "fp16" and dev.type != "cuda":
+        raise InferenceError(f"--precision fp16 needs a CUDA device, not {dev.type} (torch emulates float16 on this "
+                             "kind of device, slower than fp32); use --precision bf16 there")
+    if name == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise InferenceError(f"--precision bf16: {torch.cuda.get_device_name(dev)} has no bfloat16; use fp16")
+    if name != "fp32" and dev.type not in ("cpu", "cuda"):
+        raise InferenceError(f"--precision {name} is supported on cpu and cuda devices, not {dev.type}")
+    return PRECISIONS[name]
+
+
+def _float32(kp: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Keypoints in float32 (motion transfer's convex hulls go through numpy, which has no bfloat16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in kp.items()}
+
+
 class StreamingAnimator:
     """Animate one source image with a stream of driving frames, in batches, with a per-video cache.
 
@@ -112,6 +143,9 @@ class StreamingAnimator:
         keypoint_transfer: a network ``(kp_source, kp_driving) -> keypoints`` used instead of motion transfer
             (a recipe's animation mode, :func:`thkit.inference.animate.animation_mode_network`).
         control: a :class:`thkit.transfer_control.MotionControl` (pose alignment, pose / expression edits).
+        precision: ``'fp32'`` (default), ``'bf16'`` or ``'fp16'`` (:func:`resolve_precision`): the networks run
+            under ``torch.autocast`` in that dtype; keypoints and motion transfer stay float32 (the adapt-scale
+            hulls are computed by numpy/scipy, which have no bfloat16) and predictions come back as float32.
 
     Usage::
 
@@ -123,10 +157,13 @@ class StreamingAnimator:
 
     def __init__(self, model: torch.nn.Module, relative: bool = True, relative_jacobian: bool = True,
                  adapt_movement_scale: bool = False, batch_size: int | None = None, pass_driving: bool = False,
-                 keypoint_transfer: torch.nn.Module | None = None, control: Any = None):
+                 keypoint_transfer: torch.nn.Module | None = None, control: Any = None,
+                 precision: str | None = None):
+        params = getattr(model, "parameters", None)  # a stand-in (thkit.export.OnnxModel) may have none
+        param = next(params(), None) if params is not None else None
+        device = param.device if param is not None else torch.device("cpu")
         if batch_size is None:
-            param = next(model.parameters(), None)
-            batch_size = default_batch_size(param.device if param is not None else "cpu")
+            batch_size = default_batch_size(device)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -137,8 +174,17 @@ class StreamingAnimator:
         self.pass_driving = bool(pass_driving)
         self.keypoint_transfer = keypoint_transfer
         self.control = control
+        self.precision = "fp32" if precision is None else str(precision).strip().lower()
+        self.autocast_dtype = resolve_precision(self.precision, device)
+        self.device_type = device.type
         self.cache: dict[str, Any] | None = None
         self.transfer: MotionTransfer | None = None
+
+    def _autocast(self):
+        """``torch.autocast`` in the animator's precision (nothing for fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.autocast_dtype)
 
     @torch.inference_mode()
     def set_source(self, source: Tensor) -> None:
@@ -147,7 +193,11 @@ class StreamingAnimator:
             source = source.unsqueeze(0)
         if source.shape[0] != 1:
             raise ValueError(f"set_source takes one source image, got a batch of {source.shape[0]}")
-        self.cache = self.model.encode_source(source)
+        with self._autocast():
+            cache = self.model.encode_source(source)
+        if self.autocast_dtype is not None:
+            cache["kp_source"] = _float32(cache["kp_source"])
+        self.cache = cache
         self.reset_driving()
 
     def reset_driving(self) -> None:
@@ -162,7 +212,10 @@ class StreamingAnimator:
         """Animate a batch of driving frames ``(B, C, H, W)``; returns predictions ``(B, C, H, W)``."""
         if self.transfer is None:
             raise RuntimeError("call set_source first")
-        kp_driving = self.model.detect(driving)
+        with self._autocast():
+            kp_driving = self.model.detect(driving)
+        if self.autocast_dtype is not None:
+            kp_driving = _float32(kp_driving)
         if self.keypoint_transfer is not None:
             n = driving.shape[0]
             kp_source = {k: v.expand(n, *v.shape[1:]) for k, v in self.cache["kp_source"].items()}
@@ -171,8 +224,9 @@ class StreamingAnimator:
                 kp = self.control.edit(kp)
         else:
             kp = self.transfer(kp_driving)
-        out = self.model.animate(self.cache, kp, driving=driving if self.pass_driving else None)
-        return out["prediction"]
+        with self._autocast():
+            out = self.model.animate(self.cache, kp, driving=driving if self.pass_driving else None)
+        return out["prediction"] if self.autocast_dtype is None else out["prediction"].float()
 
     def run(self, frames: Iterable[Tensor]) -> Iterator[Tensor]:
         """Predictions for ``frames`` (each ``(C, H, W)``), one per frame, computed ``batch_size`` at a time."""

@@ -1,0 +1,417 @@
+"""ONNX export of a talking-head model for streaming inference, and an onnxruntime stand-in for the model.
+
+A model is written as the three graphs of the streaming path (:mod:`thkit.inference.stream`; what
+:meth:`~thkit.models.talking_head.TalkingHeadModel.encode_source`, ``detect`` and ``animate`` compute):
+
+* ``source.onnx``: the source image ``(1, C, H, W)`` -> the per-video cache (source keypoints, encoder features,
+  the motion estimator's source-only inputs), one output per tensor, named ``cache.<path>``
+  (``cache.kp_source.value``, ``cache.features.0``, ``cache.motion_source.image``, ...);
+* ``keypoints.onnx``: a driving frame ``image`` ``(1, C, H, W)`` -> its keypoints ``kp.value`` (and
+  ``kp.jacobian``, ...);
+* ``frame.onnx``: the cache tensors + the keypoints to animate with (``kp.*``, after motion transfer) ->
+  ``prediction`` ``(1, C, H, W)``.
+
+Motion transfer (:class:`~thkit.inference.stream.MotionTransfer`: the first frame's keypoints, the adapt-scale
+factor from two convex hulls) stays on the host, as it is per-video state and scipy work.  The graphs have batch
+1 and the model's image size; they are made by torch's TorchScript exporter (``torch.onnx.export(...,
+dynamo=False)``, opset :data:`OPSET`), which needs neither ``onnx`` nor ``onnxscript``.  Two operators have no
+standard ONNX form and are written as onnxruntime's ``com.microsoft::Inverse`` (so the graphs run on
+onnxruntime): ``torch.inverse`` of FOMM's 2x2 keypoint Jacobians (``sparse_motions``, FOMM eq. 4) and
+``torch.linalg.solve`` of TPSMM's thin-plate-spline system (written ``Inverse(A) @ B``).
+
+:class:`OnnxModel` runs the three graphs with onnxruntime and offers the model's ``encode_source`` / ``detect`` /
+``animate``, so :class:`~thkit.inference.stream.StreamingAnimator` (and ``thkit animate --backend onnxruntime``)
+drives it unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thkit.errors import ThkitError
+from thkit.fileio import atomic_write
+
+Tensor = torch.Tensor
+
+__all__ = ["BACKENDS", "ExportError", "OPSET", "GRAPHS", "OnnxModel", "backend_model", "check_backend",
+           "compare_with_torch", "export_onnx", "onnx_graphs", "require_onnxruntime"]
+
+#: ONNX opset of the exported graphs
+OPSET = 17
+#: the graphs of an export, in the order they run
+GRAPHS = ("source", "keypoints", "frame")
+#: the description file written next to the graphs
+SPEC_FILE = "onnx.json"
+FORMAT = "thkit-onnx/1"
+#: what runs a model's streaming path: torch itself, or its ONNX export on onnxruntime (``--backend``)
+BACKENDS = ("torch", "onnxruntime")
+
+
+class ExportError(ThkitError):
+    """A model cannot be exported, or an export cannot be read or run."""
+
+
+def require_onnxruntime():
+    """The ``onnxruntime`` module, or :class:`ExportError` saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ExportError("the onnxruntime backend needs onnxruntime, which is not installed: "
+                          "pip install 'thkit[onnx]'") from e
+    return onnxruntime
+
+
+# --------------------------------------------------------------------------------------------------------
+# nested dicts / lists of tensors <-> named flat tensors
+# --------------------------------------------------------------------------------------------------------
+def flatten(obj: Any, prefix: str) -> list[tuple[str, Tensor]]:
+    """``(name, tensor)`` for each tensor of nested dicts / lists, named by its path (``kp_source.value``,
+    ``features.0``); ``None`` leaves are skipped; anything else is an :class:`ExportError` naming its path."""
+    out: list[tuple[str, Tensor]] = []
+
+    def walk(o: Any, name: str) -> None:
+        if isinstance(o, Tensor):
+            out.append((name, o))
+        elif isinstance(o, Mapping):
+            for k, v in o.items():
+                walk(v, f"{name}.{k}")
+        elif isinstance(o, (list, tuple)):
+            for i, v in enumerate(o):
+                walk(v, f"{name}.{i}")
+        elif o is not None:
+            raise ExportError(f"{name} is a {type(o).__name__}; only tensors (in dicts and lists) can be graph "
+                              f"inputs or outputs")
+
+    walk(obj, prefix)
+    return out
+
+
+def structure(obj: Any) -> Any:
+    """The nesting of ``obj`` with each tensor replaced by ``True`` and ``None`` kept (JSON data)."""
+    if isinstance(obj, Tensor):
+        return True
+    if isinstance(obj, Mapping):
+        return {"dict": [[k, structure(v)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"list": [structure(v) for v in obj]}
+    return None
+
+
+def unflatten(spec: Any, tensors: Iterator[Any]) -> Any:
+    """Rebuild the nesting described by :func:`structure`, taking tensors from ``tensors`` in order."""
+    if spec is True:
+        return next(tensors)
+    if spec is None:
+        return None
+    if "dict" in spec:
+        return {k: unflatten(v, tensors) for k, v in spec["dict"]}
+    return [unflatten(v, tensors) for v in spec["list"]]
+
+
+# --------------------------------------------------------------------------------------------------------
+# the graphs
+# --------------------------------------------------------------------------------------------------------
+class _SourceGraph(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, source: Tensor) -> tuple[Tensor, ...]:
+        return tuple(t for _, t in flatten(self.model.encode_source(source), "cache"))
+
+
+class _KeypointGraph(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        return tuple(t for _, t in flatten(self.model.detect(image), "kp"))
+
+
+class _FrameGraph(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, cache_spec: Any, kp_spec: Any, num_cache: int):
+        super().__init__()
+        self.model, self.cache_spec, self.kp_spec, self.num_cache = model, cache_spec, kp_spec, num_cache
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        cache = unflatten(self.cache_spec, iter(tensors[:self.num_cache]))
+        kp = unflatten(self.kp_spec, iter(tensors[self.num_cache:]))
+        return self.model.animate(cache, kp)["prediction"]
+
+
+def _symbolic_inverse(g, a):
+    return g.op("com.microsoft::Inverse", a).setType(a.type())
+
+
+def _symbolic_solve(g, a, b, left=None):
+    from torch.onnx import symbolic_helper
+
+    if left is not None and not symbolic_helper._maybe_get_const(left, "b"):
+        raise ExportError("torch.linalg.solve(..., left=False) has no ONNX form here")
+    return g.op("MatMul", g.op("com.microsoft::Inverse", a).setType(a.type()), b)
+
+
+#: torch's ScalarType codes of the floating dtypes (c10/core/ScalarType.h)
+_SCALAR_TYPES = {5: torch.float16, 6: torch.float32, 7: torch.float64, 15: torch.bfloat16}
+
+
+def _symbolic_linspace(g, start, end, steps, dtype, *args):
+    from torch.onnx import symbolic_helper
+
+    first, last = (symbolic_helper._maybe_get_const(v, "f") for v in (start, end))
+    count, code = symbolic_helper._maybe_get_const(steps, "i"), symbolic_helper._maybe_get_const(dtype, "i")
+    if not all(isinstance(v, (int, float)) for v in (first, last, count)):
+        raise ExportError("torch.linspace with values known only at run time has no ONNX form here")
+    kind = torch.get_default_dtype() if code is None else _SCALAR_TYPES.get(code)
+    if kind is None:
+        raise ExportError(f"torch.linspace of scalar type {code} has no ONNX form here (floating point only)")
+    return g.op("Constant", value_t=torch.linspace(float(first), float(last), int(count), dtype=kind))
+
+
+@contextlib.contextmanager
+def _export_symbolics():
+    """While exporting: ``aten::linalg_inv`` and ``aten::linalg_solve`` as onnxruntime's ``com.microsoft::Inverse``
+    (standard ONNX has no matrix inverse), and ``aten::linspace`` of constant ends as the constant torch computes,
+    in the asked dtype (the built-in symbolic makes float64 values, which onnxruntime then refuses to mix with
+    float32 ones, e.g. in SMAC's ``linspace_grid``)."""
+    from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
+
+    ops = {"aten::linalg_inv": _symbolic_inverse, "aten::linalg_solve": _symbolic_solve,
+           "aten::linspace": _symbolic_linspace}
+    for name, fn in ops.items():
+        register_custom_op_symbolic(name, fn, OPSET)
+    try:
+        yield
+    finally:
+        for name in ops:
+            unregister_custom_op_symbolic(name, OPSET)
+
+
+def _export(module: torch.nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str],
+            what: str) -> bytes:
+    buf = io.BytesIO()
+    module.eval()  # export restores the wrapper's mode afterwards: an eval wrapper keeps the model in eval mode
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python values fixed at export
+            torch.onnx.export(module, args, buf, input_names=inputs, output_names=outputs, opset_version=OPSET,
+                              dynamo=False, do_constant_folding=True)
+    except torch.onnx.errors.UnsupportedOperatorError as e:
+        raise ExportError(f"the {what} graph does not export to ONNX opset {OPSET}: "
+                          f"{str(e).splitlines()[0]}") from e
+    return buf.getvalue()
+
+
+def onnx_graphs(model: torch.nn.Module, image_size: int | None = None) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The three graphs of ``model`` (serialised ONNX models) and their description (input and output names,
+    the cache's structure, image size, value range).  ``image_size``: default ``model.meta['image_size']``."""
+    meta = dict(getattr(model, "meta", {}) or {})
+    size = int(image_size or meta.get("image_size") or 0)
+    if size < 8:
+        raise ExportError("the export needs the model's image size: pass image_size= (or use a model from "
+                          "thkit.create_model)")
+    if not all(hasattr(model, name) for name in ("encode_source", "detect", "animate")):
+        raise ExportError(f"{type(model).__name__} has no encode_source / detect / animate: only a streaming "
+                          "model (TalkingHeadModel) exports")
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type != "cpu":
+        raise ExportError("export a model on the CPU (model.cpu())")
+    was_training = model.training
+    model.eval()
+    lo, hi = (float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
+    g = torch.Generator().manual_seed(0)
+    channels = int(meta.get("channels", 3))
+    source = lo + (hi - lo) * torch.rand(1, channels, size, size, generator=g)
+    driving = lo + (hi - lo) * torch.rand(1, channels, size, size, generator=g)
+    try:
+        with torch.no_grad():
+            cache = model.encode_source(source)
+            kp = model.detect(driving)
+        cache_named, kp_named = flatten(cache, "cache"), flatten(kp, "kp")
+        cache_names, kp_names = [n for n, _ in cache_named], [n for n, _ in kp_named]
+        with _export_symbolics():
+            graphs = {
+                "source": _export(_SourceGraph(model), (source,), ["source"], cache_names, "source"),
+                "keypoints": _export(_KeypointGraph(model), (driving,), ["image"], kp_names, "keypoints"),
+                "frame": _export(_FrameGraph(model, structure(cache), structure(kp), len(cache_names)),
+                                 tuple(t for _, t in cache_named + kp_named), cache_names + kp_names,
+                                 ["prediction"], "frame"),
+            }
+    finally:
+        model.train(was_training)
+    spec = {"format": FORMAT, "opset": OPSET, "image_size": size, "channels": channels, "input_range": [lo, hi],
+            "cache": structure(cache), "cache_names": cache_names, "keypoints": structure(kp),
+            "keypoint_names": kp_names, "graphs": {k: f"{k}.onnx" for k in GRAPHS},
+            "recipe_meta": {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))}}
+    return graphs, spec
+
+
+def export_onnx(model: torch.nn.Module, out: str | os.PathLike, image_size: int | None = None) -> dict[str, Path]:
+    """Write ``model``'s graphs (``source.onnx``, ``keypoints.onnx``, ``frame.onnx``) and their description
+    (``onnx.json``) into the folder ``out``, each file atomically.  Returns ``{name: path}``."""
+    graphs, spec = onnx_graphs(model, image_size)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; the export is a folder of graphs")
+    paths = {}
+    for name, data in graphs.items():
+        paths[name] = atomic_write(out / spec["graphs"][name], lambda f, d=data: f.write(d))
+    paths["spec"] = atomic_write(out / SPEC_FILE, lambda f: f.write(json.dumps(spec, indent=1)), mode="w")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------------
+# running the graphs
+# --------------------------------------------------------------------------------------------------------
+class OnnxModel:
+    """The graphs of :func:`onnx_graphs` run by onnxruntime on the CPU, with the streaming model's calls
+    (``encode_source``, ``detect``, ``animate``; torch tensors in and out), so that
+    :class:`~thkit.inference.stream.StreamingAnimator` drives it like the torch model.  A batch of driving
+    frames is run one frame at a time (the graphs have batch 1).
+
+    Build it from a model (:meth:`from_model`: exported in memory) or from a folder written by
+    :func:`export_onnx` (:meth:`load`).
+    """
+
+    def __init__(self, graphs: Mapping[str, bytes | str], spec: Mapping[str, Any], threads: int | None = None):
+        ort = require_onnxruntime()
+        if spec.get("format") != FORMAT:
+            raise ExportError(f"not a thkit ONNX export (format {spec.get('format')!r}, expected {FORMAT!r})")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.spec = dict(spec)
+        self.sessions = {}
+        for name in GRAPHS:
+            try:
+                self.sessions[name] = ort.InferenceSession(graphs[name], sess_options=opts,
+                                                           providers=["CPUExecutionProvider"])
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes
+                raise ExportError(f"onnxruntime cannot load the {name} graph: {str(e).splitlines()[0]}") from e
+        self.inputs = {name: [i.name for i in s.get_inputs()] for name, s in self.sessions.items()}
+        self.input_range = tuple(spec["input_range"])
+        self.meta = {"image_size": int(spec["image_size"]), "input_range": self.input_range, "backend": "onnxruntime"}
+        self.training = False
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, image_size: int | None = None, threads: int | None = None):
+        """Export ``model`` in memory (:func:`onnx_graphs`) and load the graphs."""
+        graphs, spec = onnx_graphs(model, image_size)
+        return cls(graphs, spec, threads)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, threads: int | None = None):
+        """Load a folder written by :func:`export_onnx`."""
+        folder = Path(folder)
+        spec_path = folder / SPEC_FILE
+        if not spec_path.is_file():
+            raise ExportError(f"{folder} is not an ONNX export: it has no {SPEC_FILE}")
+        try:
+            spec = json.loads(spec_path.read_text())
+        except ValueError as e:
+            raise ExportError(f"{spec_path} is not valid JSON: {e}") from e
+        graphs = {}
+        for name in GRAPHS:
+            path = folder / spec.get("graphs", {}).get(name, f"{name}.onnx")
+            if not path.is_file():
+                raise ExportError(f"ONNX export {folder} lacks its {name} graph {path.name}")
+            graphs[name] = str(path)
+        return cls(graphs, spec, threads)
+
+    # the model's calls ----------------------------------------------------------------------------------
+    def parameters(self) -> Iterator[Tensor]:
+        """None: the weights live in the graphs (the device is the CPU)."""
+        return iter(())
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def _run(self, name: str, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return self.sessions[name].run(None, {k: feeds[k] for k in self.inputs[name]})
+
+    @staticmethod
+    def _numpy(t: Tensor) -> np.ndarray:
+        return t.detach().to("cpu", torch.float32).contiguous().numpy()
+
+    def encode_source(self, source: Tensor) -> dict[str, Any]:
+        """The cache: ``kp_source`` (torch, for motion transfer) and every cache tensor (numpy, for the frame
+        graph)."""
+        if source.shape[0] != 1:
+            raise ExportError(f"the source graph takes one image, got a batch of {source.shape[0]}")
+        outs = self._run("source", {"source": self._numpy(source)})
+        names = self.spec["cache_names"]
+        cache = unflatten(self.spec["cache"], iter(torch.from_numpy(o) for o in outs))
+        return {"kp_source": cache["kp_source"], "arrays": dict(zip(names, outs))}
+
+    def detect(self, image: Tensor) -> dict[str, Tensor]:
+        """Keypoints of a batch of frames (one graph call per frame)."""
+        rows = [self._run("keypoints", {"image": self._numpy(image[i:i + 1])}) for i in range(image.shape[0])]
+        tensors = (torch.from_numpy(np.concatenate(parts)) for parts in zip(*rows))
+        return unflatten(self.spec["keypoints"], tensors)
+
+    def animate(self, cache: Mapping[str, Any], kp_driving: Mapping[str, Tensor],
+                driving: Tensor | None = None) -> dict[str, Tensor]:
+        """``{'prediction': (B, C, H, W)}`` for a batch of (transferred) keypoints."""
+        named = flatten(kp_driving, "kp")
+        preds = []
+        for i in range(named[0][1].shape[0]):
+            feeds = dict(cache["arrays"])
+            feeds.update({n: self._numpy(t[i:i + 1]) for n, t in named})
+            preds.append(self._run("frame", feeds)[0])
+        return {"prediction": torch.from_numpy(np.concatenate(preds))}
+
+
+def compare_with_torch(model: torch.nn.Module, onnx_model: OnnxModel, frames: int = 2, seed: int = 0) -> float:
+    """Max |difference| between the predictions of ``model`` and of its export ``onnx_model`` on random source and
+    driving images (relative motion with adapt-scale, the streaming path of both)."""
+    from thkit.inference.stream import StreamingAnimator
+
+    size, channels = int(onnx_model.spec["image_size"]), int(onnx_model.spec["channels"])
+    lo, hi = onnx_model.input_range
+    g = torch.Generator().manual_seed(seed)
+    source = lo + (hi - lo) * torch.rand(1, channels, size, size, generator=g)
+    driving = [lo + (hi - lo) * torch.rand(channels, size, size, generator=g) for _ in range(frames)]
+    outs = []
+    for m in (model, onnx_model):
+        anim = StreamingAnimator(m, batch_size=1, relative=True, adapt_movement_scale=True)
+        anim.set_source(source)
+        outs.append(torch.stack(list(anim.run(driving))))
+    return float((outs[0].float() - outs[1]).abs().max())
+
+
+def check_backend(backend: str = "torch", precision: str | None = None, device: torch.device | str = "cpu") -> None:
+    """An :class:`ExportError` / :class:`~thkit.inference.errors.InferenceError` (one line) for a ``--backend``,
+    ``--precision``, ``--device`` combination that cannot run (checked before any work)."""
+    from thkit.inference.stream import resolve_precision
+
+    if backend not in BACKENDS:
+        raise ExportError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        resolve_precision(precision, device)
+        return
+    if precision not in (None, "fp32"):
+        raise ExportError(f"--backend onnxruntime runs the float32 graphs: --precision {precision} is for "
+                          "--backend torch")
+    if torch.device(device).type != "cpu":
+        raise ExportError(f"--backend onnxruntime runs on the CPU: use --device cpu (not {device})")
+    require_onnxruntime()
+
+
+def backend_model(model: torch.nn.Module, backend: str = "torch", precision: str | None = None,
+                  device: torch.device | str = "cpu") -> Any:
+    """What :class:`~thkit.inference.stream.StreamingAnimator` should drive for ``backend``: ``model`` itself
+    (``'torch'``) or its export run by onnxruntime (``'onnxruntime'``: :meth:`OnnxModel.from_model`; float32, CPU),
+    after :func:`check_backend`."""
+    check_backend(backend, precision, device)
+    return model if backend == "torch" else OnnxModel.from_model(model.cpu())
