@@ -119,6 +119,7 @@ def test_prior_is_detected_and_the_recipe_named(variant, prior, only):
     conv = get_converter("mrfa")
     scores = {name: (score, why) for name, score, why in detect_scores(ck)}
     assert scores["mrfa"][0] == 1.0 and f"prior_model {prior}" in scores["mrfa"][1]
+    assert all(s < conv.FIT for name, (s, _) in scores.items() if name != "mrfa"), scores
     assert conv.checkpoint_recipe(ck) == VARIANTS[variant]
     settings = conv.checkpoint_settings(ck)
     assert settings["model.compensator.prior_only"] is only
