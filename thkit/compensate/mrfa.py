@@ -14,6 +14,10 @@ part that returns ``deformation`` and an occlusion) coarse to fine, RAFT-style, 
 3. :class:`MotionRefinementCompensator`: the compensator part that runs them over the encoder levels coarse to
    fine, starting from the prior flow, and warps the raw features with the refined flows (``warps_features``).  It
    also warps them with the prior flow (the decoder fuses both) and gives the source warped by the finest flow.
+   With ``prior_only`` (the official ``raft_flow.prior_only``) it only warps every level by the prior flow.
+
+With the official TPS prior (``prior_model: tpsm``) the structure encoders see the mean of each 5-point group of
+keypoints (``StructureCorrelation(kp_group_size=5)``).
 
 Numerical conventions follow the official code (parity fixture README sec. 11, quirks 3-6): pixel flows with
 ``coords_grid`` ``[x, y]`` indices; sampling with ``align_corners=True`` on pixel coordinates normalised by
