@@ -158,7 +158,7 @@ def test_spade_checkpoint_keys_checked():
 
 
 # --- plain vs SPADE generator: the recipe to use ------------------------------------------------------------------
-def test_generator_variant_mismatch_names_the_recipe():
+def test_generator_variant_mismatch_names_the_recipe(tmp_path):
     conv = get_converter("dagan")
     spade = _spade_checkpoint(random=False)
     tiny = torch.load(FIXTURES / "tiny.pt", weights_only=True)["state_dict"]  # plain DepthAwareGenerator
@@ -173,6 +173,16 @@ def test_generator_variant_mismatch_names_the_recipe():
     with pytest.raises(CheckpointError, match="holds DaGAN's DepthAwareGenerator.*use the recipe dagan/vox256$"):
         conv.combine([tiny], generator="SPADEDepthAwareGenerator")
     assert conv.combine([tiny], generator="DepthAwareGenerator")["generator"] is tiny["generator"]
+    # creating a model: a plain checkpoint given to a SPADE recipe names the plain recipe, in one line
+    import thkit
+
+    path = tmp_path / "dagan_tiny.pth.tar"
+    torch.save(tiny, path)
+    with pytest.raises(CheckpointError) as e:
+        thkit.create_model("dagan/small_spade", size=64, checkpoint=str(path))
+    msg = str(e.value)
+    assert "\n" not in msg and "an official dagan checkpoint" in msg and "use the recipe dagan/vox256" in msg
+    assert "FOMMDecoder" in msg and "SPADEDecoder" in msg
 
 
 def test_recipe_from_official_spade():
