@@ -209,10 +209,25 @@ class AugmentationSequence:
 
     Args:
         steps: augmentation configs (``dict(type=...)``, a registered transform) or callables.
+        flip_pairs: landmark index pairs handed to every step config whose transform takes ``flip_pairs`` and does not
+            set it (:class:`~thkit.datasets.frames.FramesDataset` passes the ground truth's pairs).
     """
 
-    def __init__(self, steps: Sequence[dict[str, Any] | Any]):
-        self.steps = [TRANSFORMS.build(dict(s)) if isinstance(s, dict) else s for s in steps]
+    def __init__(self, steps: Sequence[dict[str, Any] | Any], flip_pairs: Sequence[Sequence[int]] | None = None):
+        import inspect
+
+        built = []
+        for s in steps:
+            if isinstance(s, dict):
+                s = dict(s)
+                cls = TRANSFORMS.get(s.get("type", "PairAugmentation"))
+                if flip_pairs is not None and cls is not None and "flip_pairs" not in s and \
+                        "flip_pairs" in inspect.signature(cls).parameters:
+                    s["flip_pairs"] = flip_pairs
+                s.setdefault("type", "PairAugmentation")
+                s = TRANSFORMS.build(s)
+            built.append(s)
+        self.steps = built
         bad = [type(s).__name__ for s in self.steps if not callable(s)]
         if bad:
             raise ValueError(f"AugmentationSequence: every step must be a config dict or a callable, got {bad}")

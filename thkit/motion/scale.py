@@ -115,14 +115,15 @@ class ThinPlateRectification:
         """Driving-frame points ``(B, M, 2)`` -> where they lie in the rectified frame."""
         return self.inverse_tps.warp_points(points)
 
-    def point_jacobians(self, points: Tensor, eps: float = 1e-3) -> Tensor:
-        """``d T^-1 / d x`` at each point, ``(B, M, 2, 2)`` (central differences; exact for an affine map)."""
-        cols = []
-        for axis in range(2):
-            step = torch.zeros(2, dtype=points.dtype, device=points.device)
-            step[axis] = eps
-            cols.append((self.warp_points(points + step) - self.warp_points(points - step)) / (2 * eps))
-        return torch.stack(cols, dim=-1)
+    def point_jacobians(self, points: Tensor) -> Tensor:
+        """``d T^-1 / d x`` at each point, ``(B, M, 2, 2)``, row ``i`` = output coordinate (analytic: the affine
+        block plus ``sum_n w_n U'(r_n^2) 2 (x - p_n)`` with ``U(s) = s log(s + 1e-9)``)."""
+        tps = self.inverse_tps
+        diff = points.unsqueeze(-2) - tps.control.unsqueeze(-3)  # (B, M, N, 2)
+        sq = diff.pow(2).sum(-1)
+        du = torch.log(sq + 1e-9) + sq / (sq + 1e-9)  # U'(s)
+        kernel = torch.einsum("bmn,bmnk,bnj->bmjk", 2 * du, diff, tps.weights)
+        return tps.affine[..., :2, :].transpose(-1, -2).unsqueeze(-3) + kernel
 
     def warp_keypoints(self, kp: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A keypoint dict of the driving frame as keypoints of the rectified frame: values through ``T^-1`` and,
@@ -246,13 +247,19 @@ class ScaleRectifiedMotion(MotionEstimator):
 
     def rectify(self, kp_source: Mapping[str, Tensor], kp_driving: Mapping[str, Tensor],
                 driving: Tensor | None = None) -> dict[str, Any]:
-        """The rectifier's output, the warp, the rectified keypoints and (with ``driving``) the rectified image."""
+        """The rectifier's output, the warp, the rectified keypoints and (with ``driving``) the rectified image.
+
+        The spline systems are solved in float32 outside autocast (a bf16 solve is too coarse to invert)."""
         rect = dict(self.rectifier(kp_source, kp_driving))
-        warp = ThinPlateRectification(rect["control"], rect["fiducials"], self.regularisation)
-        rect["warp"] = warp
-        rect["kp_driving_rectified"] = warp.warp_keypoints(kp_driving)
-        if driving is not None:
-            rect["rectified_driving"] = warp.warp_image(driving, self.padding_mode)
+        device = rect["fiducials"].device.type
+        with torch.autocast(device_type=device, enabled=False):
+            fid = rect["fiducials"].float()
+            warp = ThinPlateRectification(rect["control"].float(), fid, self.regularisation)
+            rect["warp"] = warp
+            kp = {k: (v.float() if k in ("value", "jacobian") else v) for k, v in kp_driving.items()}
+            rect["kp_driving_rectified"] = warp.warp_keypoints(kp)
+            if driving is not None:
+                rect["rectified_driving"] = warp.warp_image(driving.float(), self.padding_mode).to(driving.dtype)
         return rect
 
     def forward(self, source: Tensor, kp_source: Mapping[str, Tensor], kp_driving: Mapping[str, Tensor],
