@@ -152,7 +152,8 @@ def _to_official(state_dict: dict) -> dict:
 
 
 def test_a_checkpoint_of_another_prior_is_named_in_one_line(tmp_path):
-    """create_model(recipe, checkpoint=...) with the file of another variant: one line naming the recipe to use."""
+    """create_model(recipe, checkpoint=...) and convert_checkpoint(..., recipe=...) with the file of another variant:
+    one line naming the recipe to use."""
     import thkit
 
     cfg = load_recipe("mrfa/tiny_fixture").model.to_dict()
@@ -171,6 +172,12 @@ def test_a_checkpoint_of_another_prior_is_named_in_one_line(tmp_path):
     assert "\n" not in msg and "an official mrfa checkpoint" in msg
     assert "model.keypoint_detector.type='FOMMKeypointDetector' (the recipe has 'TokenPoseKeypointDetector')" in msg
     assert msg.endswith("use the recipe mrfa/vox256_fomm_prior")
+    with pytest.raises(CheckpointError) as err:  # thkit convert --recipe: the same line
+        thkit.convert_checkpoint(path, tmp_path / "folder", method="mrfa", recipe="mrfa/tiny_fixture")
+    assert "\n" not in str(err.value) and str(err.value).endswith(
+        "does not fit recipe mrfa/tiny_fixture: the checkpoint has model.keypoint_detector.type='FOMMKeypointDetector' "
+        "(the recipe has 'TokenPoseKeypointDetector'); use the recipe mrfa/vox256_fomm_prior")
+    assert not (tmp_path / "folder").exists()
 
 
 # -- recipe_from_official maps prior_model and prior_only ------------------------------------------------------------

@@ -221,7 +221,14 @@ def convert_checkpoint(sources: str | os.PathLike | list, output: str | os.PathL
         cfg = load_recipe(recipe)
         meta["recipe_from"] = str(recipe)
     model, nets = build_parts(cfg, tuple(k for k in sds if k != "model"))
-    load_state_dict_strict(model, sds["model"], "model")
+    try:
+        load_state_dict_strict(model, sds["model"], "model")
+    except CheckpointError as e:  # what the file is and the settings (or recipe) it needs, as create_model says
+        what, fix = _describe_mismatch(files[0], cfg, method, trusted) if len(files) == 1 else ("", "")
+        if not fix:
+            raise
+        raise CheckpointError(f"checkpoint {files[0]}{what} does not fit recipe {recipe or meta['recipe_from']}: "
+                              f"{fix}") from e
     for name, net in nets.items():
         load_state_dict_strict(net, sds[name], name)
     sds = {k: v for k, v in sds.items() if k == "model" or k in nets}
