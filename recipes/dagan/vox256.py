@@ -43,8 +43,10 @@ discriminator = dict(num_kp=num_kp, sn=False, use_kp=True)
 motion_transfer = dict(relative=True, relative_jacobian=True, adapt_movement_scale=True)
 
 # ---- training (vox-adv-256 loss weights: GAN 1, feature matching [10] * 4, perceptual [10] * 5, equivariance
-# 10 / 10; the zero-gradient keypoint-distance loss and depth_constraint 0 are left out) --------------------------
-losses = dict(equivariance=dict(align_corners=align_corners))
+# 10 / 10, kp_distance 10; depth_constraint 0 is left out) ---------------------------------------------------------
+# kp_distance: the official sign() penalty, zero gradient (opt-in fix: mode='hinge', which trains)
+losses = dict(equivariance=dict(align_corners=align_corners),
+              keypoint_distance=dict(type='KeypointDistanceLoss', weight=10.0, margin=0.2, mode='official'))
 # 150 epochs x 75 repeats of 424 identities in batches of 48 (4 GPUs), Adam 2e-4 (0.5, 0.999), no decay
 dagan_batch_size = 48
 adv_iters_per_epoch = 424 * 75 // dagan_batch_size

@@ -57,8 +57,8 @@ losses = dict(
                     pyramid_mode='slice', input_range=input_range, vgg_weights=None),
     equivariance=dict(type='EquivarianceLoss', value_weight=10.0, jacobian_weight=10.0, sigma_affine=0.05,
                       sigma_tps=0.005, points_tps=5, tps_kernel='fomm', align_corners=False),
-    # --kp_distance 10: the official sign() penalty has zero gradient; thkit's is a hinge that trains (see the loss)
-    keypoint_distance=dict(type='KeypointDistanceLoss', weight=10.0, margin=0.2),
+    # --kp_distance 10: the official sign() penalty, zero gradient (opt-in fix: mode='hinge', which trains)
+    keypoint_distance=dict(type='KeypointDistanceLoss', weight=10.0, margin=0.2, mode='official'),
     memory_consistency=dict(type='MemoryConsistencyLoss', weight=10.0),
     # --generator_gan 0: no adversarial loss, no feature matching, the discriminator is never stepped
     adversarial=dict(type='LSGANLoss', weight=0, discriminator_weight=1.0, feature_matching=[10.0] * 4),
