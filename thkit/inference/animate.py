@@ -5,6 +5,11 @@ to the model size (bounded queue); the main thread runs :class:`~thkit.inference
 (source cached once, frames in batches); a writer thread encodes the results (bounded queue) into a
 temporary file next to the output, with the driving video's audio, and renames it at the end.  Any error
 removes the temporary file, so the output path only ever holds a complete video.
+
+As the demos people know: LivePortrait's default output name (:func:`default_output`), a still image as driving
+input (one frame, written as an image or a 1-frame video) and paste-back into the full source
+(:mod:`thkit.inference.paste`); FOMM's reference frame of relative motion (``--best-frame`` /
+``--find-best-frame``, :mod:`thkit.inference.best_frame`) and its visualiser's panels (``visualize``).
 """
 from __future__ import annotations
 
