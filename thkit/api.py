@@ -253,7 +253,8 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
             size: int | None = None, relative: bool | None = None, adapt_movement_scale: bool | None = None,
             relative_jacobian: bool | None = None, device: str | torch.device | None = None,
             batch_size: int | None = None, max_frames: int | None = None, progress: bool = False,
-            best_frame: int | None = None, find_best_frame: bool = False, **options: Any):
+            best_frame: int | None = None, find_best_frame: bool = False, pose: Any = None, expression: Any = None,
+            align: bool | None = None, **options: Any):
     """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with ``driving`` (a video file, or
     (T, H, W, 3) uint8 frames) by ``model`` (a :func:`create_model` model, or what it takes: a recipe name or a
     model folder).
@@ -265,6 +266,10 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
 
     ``best_frame=N`` takes relative motion from driving frame ``N`` instead of the first; ``find_best_frame=True``
     from the frame whose face landmarks best match the source's (FOMM's demo; :mod:`thkit.inference.best_frame`).
+
+    ``pose`` (``'yaw=10,pitch=0'`` or ``{'yaw': 10}``, degrees added to the driving head pose), ``expression``
+    (``'mouth_open=0.5'``) and ``align`` (pose alignment of the source to the first driving frame; default the
+    recipe's ``pose_alignment``): :func:`thkit.transfer_control.build_motion_control`.
     """
     from thkit.inference.animate import (
         _prepare,
@@ -287,16 +292,22 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
     input_range = tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
     mt = motion_settings(cfg, relative=relative, adapt_scale=adapt_movement_scale,
                          relative_jacobian=relative_jacobian)
+    from thkit.transfer_control import build_motion_control
+
+    control = build_motion_control(cfg, pose=pose, expression=expression, align=align)
+    if control is not None:
+        options["control"] = control
     if out is not None:
         if not isinstance(driving, (str, os.PathLike)):
             raise RecipeError("", "animate(..., out=...) reads the driving video from a file; pass a path")
         return animate_video(model, source, driving, out, image_size=size, input_range=input_range,
                              device=dev, batch_size=batch_size, progress=progress, max_frames=max_frames,
                              best_frame=best_frame, find_best_frame=find_best_frame, **mt, **options)
+    control = options.pop("control", None)
     if options:
         raise TypeError(f"animate() without out= takes no video options ({', '.join(options)})")
     src = read_image(source) if isinstance(source, (str, os.PathLike)) else np.ascontiguousarray(source)
-    anim = StreamingAnimator(model, batch_size=resolve_batch_size(batch_size, dev), **mt)
+    anim = StreamingAnimator(model, batch_size=resolve_batch_size(batch_size, dev), control=control, **mt)
     anim.set_source(from_unit(_prepare(src, None, size), input_range).unsqueeze(0).to(dev))
     driving_frames = _frames_of(driving, max_frames)
     if best_frame is not None or find_best_frame:

@@ -42,6 +42,9 @@ def cmd_animate(args) -> int:
                                               checkpoint_format=args.checkpoint_format)
     mt = motion_settings(cfg, relative=args.relative, adapt_scale=args.adapt_scale,
                          relative_jacobian=args.relative_jacobian)
+    from thkit.transfer_control import build_motion_control
+
+    control = build_motion_control(cfg, pose=args.pose, expression=args.expression, align=args.align)
     size = model.meta["image_size"]
     input_range = model.meta["input_range"]
     res = animate_video(
@@ -51,7 +54,8 @@ def cmd_animate(args) -> int:
         crop_frames=args.crop_frames, face_detector=args.face_detector, side_by_side=args.side_by_side,
         audio=not args.no_audio, batch_size=batch_size(args, device), device=device,
         progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf, keypoint_transfer=transfer_net,
-        best_frame=args.best_frame, find_best_frame=args.find_best_frame, paste_back=args.paste_back)
+        best_frame=args.best_frame, find_best_frame=args.find_best_frame, paste_back=args.paste_back,
+        control=control)
     if transfer_net is not None:
         desc = f"{mode} mode: keypoints from the recipe's network"
     else:
@@ -62,6 +66,7 @@ def cmd_animate(args) -> int:
         if res.best_frame is not None:
             desc += f" from driving frame {res.best_frame}" + (" (closest to the source's face landmarks)"
                                                                if res.best_frame_found else "")
+    desc += f"; {control.describe()}" if control is not None else ""
     crop = f"; face crop by {res.crop['detector']}" if res.crop else ""
     crop += ", pasted back into the source" if args.paste_back else ""
     print(f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps "
@@ -171,6 +176,15 @@ def add_commands(subparsers) -> None:
                         "(default: recipe)")
     a.add_argument("--relative-jacobian", action=argparse.BooleanOptionalAction, default=None,
                    help="also transfer the change of the local Jacobians (default: recipe)")
+    a.add_argument("--pose", default=None, metavar="yaw=D,pitch=D,roll=D",
+                   help="add these head-pose angles (degrees) to the driving motion (recipes with a face-prior "
+                        "control, e.g. semantic_prior/small; limits: the recipe's control.pose_range)")
+    a.add_argument("--expression", default=None, metavar="NAME=C,...",
+                   help="add expressions of the recipe's control (e.g. mouth_open=0.5) to the driving motion")
+    a.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
+                   help="align the source's keypoints to the first driving frame's pose before relative motion "
+                        "(default: the recipe's pose_alignment; --align on a recipe without one: similarity "
+                        "alignment, which any keypoint model can use)")
     a.add_argument("--crop", action="store_true",
                    help="crop the face (square, VoxCeleb-like) from the source and the driving video before resizing")
     a.add_argument("--crop-scale", type=float, default=1.8, help="crop side / detected face size")

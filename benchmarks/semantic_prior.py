@@ -1,0 +1,337 @@
+"""Semantic face prior (recipes/semantic_prior/small.py): does pose alignment, the geometry loss and the pose control do
+what they claim, on thkit's synthetic heads (exact renderer truth).  Prints the figures.
+
+Two fixed-budget trainings of ``semantic_prior/small`` at 64 px on 1 thread (``--minutes`` each, same data, same seed):
+``with`` the face-geometry loss (keypoints tied to the renderer's landmarks) and ``without`` (its weight 0: plain FOMM
+small with 10 keypoints).  Then:
+
+(a) pose alignment: source = frame 0 of a held-out head video re-rendered at a known pose offset (yaw / pitch / roll
+    added), driving = the original video.  Output pose = the pose fitted to MediaPipe face-mesh landmarks of the
+    generated frames (MediaPipe sees the synthetic heads at 256 px), compared with the same fit on the renderer's
+    driving frames; error with and without ``PoseAlignment`` (and ``SimilarityAlignment``), the ``with`` model.
+(b) geometry loss: its value over training (records), and how well keypoints track landmarks on held-out frames:
+    (b1) the mean distance of each keypoint to its anchor landmarks (meaningful for the regularised model only) and
+    (b2) the field's protocol for unsupervised keypoints, a linear regression keypoints -> 22 landmarks fitted on
+    training frames, error on held-out frames (both models), in pixels at 64 px.
+(c) control: on the ``with`` model, each held-out video animated by itself with ``--pose yaw=Y`` for several Y; the
+    output's yaw change (MediaPipe pose of the edited output minus that of the unedited output) vs Y.
+
+    OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --minutes 8          # trains both, then measures
+    OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --skip-training      # measures the last trainings
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+RECIPE = "semantic_prior/small"
+
+
+def train(variant: str, args) -> dict:
+    from learns import training_options
+
+    from thkit.engine.hooks import TimeBudgetHook
+    from thkit.engine.runner import build_runner
+
+    class CpuBudgetHook(TimeBudgetHook):
+        """Stop after ``seconds`` of this process's CPU time (one thread, no loader workers: the whole training), so
+        that the budget does not depend on how busy the shared machine is."""
+
+        def before_train(self, runner) -> None:
+            self._start = time.process_time()
+
+        def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+            if time.process_time() - self._start >= self.seconds and not runner.train_loop.stop_training:
+                runner.logger.info(f"CPU budget of {self.seconds:.0f} s used up at iteration {runner.iter + 1}")
+                runner.train_loop.stop_training = True
+
+    # wall-time cap 4x the CPU budget (a safety net on a busy machine)
+    ns = argparse.Namespace(videos=100, frames=32, batch=args.batch, workers=0, data=args.data,
+                            minutes=4 * args.minutes)
+    opts = training_options(RECIPE, ns)
+    opts["randomness"] = dict(seed=0)
+    if variant == "without":
+        opts["losses.geometry.weight"] = 0.0
+    work_dir = Path(args.work_dir) / variant
+    torch.manual_seed(0)
+    runner = build_runner(RECIPE, work_dir=str(work_dir), size=64, cfg_options=opts)
+    runner.register_hook(CpuBudgetHook(args.minutes * 60), priority="LOWEST")
+    t0, c0 = time.perf_counter(), time.process_time()
+    runner.train()
+    return dict(variant=variant, iterations=int(runner.iter), wall_seconds=round(time.perf_counter() - t0, 1),
+                cpu_seconds=round(time.process_time() - c0, 1))
+
+
+def load(variant: str, args):
+    import thkit
+
+    return thkit.create_model(RECIPE, size=64, checkpoint=str(Path(args.work_dir) / variant / "weights.pth"))
+
+
+def geometry_curve(args) -> dict:
+    path = Path(args.work_dir) / "with" / "records" / "train.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    vals = [r["geometry"] for r in rows if "geometry" in r]
+    n = max(1, len(vals) // 10)
+    return dict(first=float(np.mean(vals[:n])), last=float(np.mean(vals[-n:])), steps=len(vals))
+
+
+# ---------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def keypoints_of(model, frames: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model.detect(frames[i:i + 32])["value"] for i in range(0, len(frames), 32)])
+
+
+def frames_and_landmarks(args, split: str, max_videos: int, stride: int = 1):
+    from thkit.datasets.frames import FramesDataset
+
+    ds = FramesDataset(args.data, split=split, mode="reconstruction", image_size=64)
+    xs, lms, vis = [], [], []
+    keep = [n for n in ds.names if n.startswith("head")][:max_videos]
+    for i in range(len(ds)):
+        it = ds[i]
+        if it["video"] not in keep or it["frame_ids"][1] % stride:
+            continue
+        xs.append(it["driving"])
+        lms.append(it["landmarks_driving"])
+        vis.append(it["visible_driving"])
+    return torch.stack(xs), torch.stack(lms), torch.stack(vis)
+
+
+def keypoint_tracking(models: dict, args) -> dict:
+    """(b1) anchor distance and (b2) linear-regression landmark error, in pixels at 64 px."""
+    from thkit.losses.geometry import anchor_targets
+    from thkit.recipe import load_recipe
+
+    anchors = load_recipe(RECIPE).face_prior_anchors_synthetic
+    xtr, ltr, _ = frames_and_landmarks(args, "train", 40, stride=4)
+    xte, lte, vte = frames_and_landmarks(args, "test", 10)
+    px = 63 / 2  # keypoint units -> pixels at 64 px
+    out = {}
+    for name, model in models.items():
+        ktr, kte = keypoints_of(model, xtr), keypoints_of(model, xte)
+        tgt, tv = anchor_targets(lte, anchors, vte)
+        anchor = ((kte - tgt).norm(dim=-1)[tv].mean() * px).item()
+        a = torch.cat([ktr.flatten(1), torch.ones(len(ktr), 1)], 1).double()
+        w = torch.linalg.lstsq(a, ltr.flatten(1).double()).solution
+        pred = (torch.cat([kte.flatten(1), torch.ones(len(kte), 1)], 1).double() @ w).view_as(lte)
+        reg = ((pred - lte.double()).norm(dim=-1).mean() * px).item()
+        out[name] = dict(anchor_px=anchor, regression_px=reg, train_frames=len(xtr), test_frames=len(xte))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+class PoseMeter:
+    """Head pose (yaw, pitch, roll degrees) of 64 px frames: MediaPipe face mesh at 256 px (bicubic), landmarks of
+    the same 10 face points as the prior (face-mesh anchors), then :func:`thkit.transfer_control.fit_pose` of the
+    template (the renderer's convention)."""
+
+    def __init__(self):
+        from thkit.metrics.face import MediaPipeFaceMesh
+        from thkit.recipe import load_recipe
+
+        cfg = load_recipe(RECIPE)
+        self.anchors = cfg.face_prior_anchors_mediapipe
+        self.template = torch.tensor(cfg.face_prior_template)
+        self.mesh = MediaPipeFaceMesh("semantic_prior benchmark")
+
+    def __call__(self, frames_u8: np.ndarray) -> np.ndarray:
+        """(T, 64, 64, 3) uint8 -> (T, 3) degrees, NaN where no face is found."""
+        from PIL import Image
+
+        from thkit.transfer_control import fit_pose
+
+        out = np.full((len(frames_u8), 3), np.nan)
+        for i, f in enumerate(frames_u8):
+            big = np.asarray(Image.fromarray(f).resize((256, 256), Image.BICUBIC))
+            lm = self.mesh.landmarks(big)
+            if lm is None:
+                continue
+            pts = torch.tensor(np.stack([lm[a].mean(0) for a in self.anchors]), dtype=torch.float64)[None]
+            out[i] = fit_pose(pts / 128.0 - 1, self.template)["angles"][0].numpy()
+        return out
+
+
+POSE_NAMES = ("yaw", "pitch", "roll")
+
+
+class RenderFitMeter:
+    """Head pose of generated frames by analysis by synthesis, for when MediaPipe cannot see the (blurry) outputs: the
+    source's identity is known (the synthetic renderer's), so each frame's (yaw, pitch, roll) is the renderer pose whose
+    rendering, with every other parameter at the target frame's truth, is closest (L1 after a Gaussian blur, sigma 1.5
+    px) to the frame.  Coordinate search from the target's truth: a coarse pass (yaw +-30 step 3, pitch / roll +-12
+    step 2 degrees) then a fine pass (+-3 step 1) per angle; ``angles`` limits which angles are searched."""
+
+    def __init__(self, index: int, size: int = 64):
+        from thkit.datasets.synthetic import HeadIdentity, HeadRenderer
+
+        self.identity = HeadIdentity.sample(np.random.default_rng([0, 2, index]))
+        self.renderer = HeadRenderer(size, chunk=64)
+
+    def _render(self, motion, t: int, values: np.ndarray, which: str) -> torch.Tensor:
+        from thkit.datasets.synthetic import HeadMotion
+
+        n = len(values)
+        params = {k: np.repeat(np.asarray(getattr(motion, k)[t:t + 1], np.float32), n)
+                  for k in HeadMotion.__dataclass_fields__}
+        for k, v in self.pose.items():
+            params[k] = np.full(n, v, np.float32)
+        params[which] = np.radians(values).astype(np.float32)
+        img = self.renderer.render(self.identity, HeadMotion(**params))["frames"]
+        return self._blur(torch.from_numpy(img).permute(0, 3, 1, 2).float() / 255)
+
+    @staticmethod
+    def _blur(x: torch.Tensor) -> torch.Tensor:
+        from kornia.filters import gaussian_blur2d
+
+        return gaussian_blur2d(x, (9, 9), (1.5, 1.5))
+
+    def __call__(self, frames_u8: np.ndarray, motion, offset=(0.0, 0.0, 0.0), angles=POSE_NAMES) -> np.ndarray:
+        """(T, S, S, 3) uint8 frames whose target is ``motion`` frame t (+ ``offset`` degrees) -> (T, 3) degrees."""
+        out = np.zeros((len(frames_u8), 3))
+        for t, f in enumerate(frames_u8):
+            x = self._blur(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255)
+            cur = {k: float(np.degrees(getattr(motion, k)[t])) + o for k, o in zip(POSE_NAMES, offset, strict=True)}
+            for span, step in ((30.0, 3.0), (3.0, 1.0)):
+                for k in angles:
+                    sp = span if k == "yaw" else min(span, 12.0)
+                    st = step if k == "yaw" or step == 1.0 else 2.0
+                    cand = cur[k] + np.arange(-sp, sp + 1e-6, st)
+                    self.pose = {a: math.radians(v) for a, v in cur.items() if a != k}
+                    err = (self._render(motion, t, cand, k) - x).abs().mean((1, 2, 3))
+                    cur[k] = float(cand[int(err.argmin())])
+            out[t] = [cur[k] for k in POSE_NAMES]
+        return out
+
+
+def render_clip(index: int, frames: int, size: int = 64, offset=(0.0, 0.0, 0.0)):
+    """Held-out synthetic head video ``index`` of the benchmark data (its identity and motion), optionally with the
+    pose offset (yaw, pitch, roll degrees) added to every frame: (T, S, S, 3) uint8 and the truth parameters."""
+    from thkit.datasets.synthetic import HeadIdentity, HeadMotion, HeadRenderer
+
+    identity = HeadIdentity.sample(np.random.default_rng([0, 2, index]))
+    motion = HeadMotion.sample(np.random.default_rng([0, 1, index]), frames)
+    for k, d in zip(("yaw", "pitch", "roll"), offset, strict=True):
+        setattr(motion, k, (getattr(motion, k) + math.radians(d)).astype(np.float32))
+    out = HeadRenderer(size).render(identity, motion)
+    return out["frames"], motion
+
+
+def animate_frames(model, source_u8, driving_u8, control=None) -> np.ndarray:
+    from thkit.inference.stream import StreamingAnimator
+
+    anim = StreamingAnimator(model, relative=True, batch_size=8, control=control)
+    to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    anim.set_source(to_t(source_u8[None]))
+    pred = torch.cat(list(anim.step(to_t(driving_u8[i:i + 8])) for i in range(0, len(driving_u8), 8)))
+    return (pred.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _mediapipe_error(meter, pred, reference) -> tuple[float, int]:
+    """Mean |angle difference| (deg, over the three angles) of MediaPipe-fitted poses, and the frames it saw."""
+    d = np.abs(meter(pred) - reference)
+    ok = np.isfinite(d[:, 0])
+    return (float(d[ok].mean()) if ok.any() else float("nan")), int(ok.sum())
+
+
+def alignment_study(model, meter: PoseMeter, args) -> dict:
+    """(a): source = frame 0 re-rendered with a pose offset; output pose error vs the driving truth, per angle."""
+    from thkit.transfer_control import build_motion_control
+
+    cfg = model.recipe
+    variants = {"none": None, "similarity": build_motion_control({}, align=True),
+                "pose": build_motion_control(cfg, align=True)}
+    errs = {k: [] for k in variants}
+    mp = {k: [] for k in variants}
+    check = []
+    for n, idx in enumerate(args.test_videos):
+        off = args.offsets[n % len(args.offsets)]
+        drv, motion = render_clip(idx, args.frames)
+        src, _ = render_clip(idx, 1, offset=off)
+        truth = np.degrees(np.stack([motion.yaw, motion.pitch, motion.roll], 1))
+        rf = RenderFitMeter(idx)
+        mid = tuple(o / 2 for o in off)  # search centred between the aligned and the unaligned answers
+        check.append(np.abs(rf(drv, motion, mid) - truth).mean(0))  # the meter on the renderer's own frames
+        drv_mp = meter(drv)
+        for k, ctrl in variants.items():
+            pred = animate_frames(model, src[0], drv, ctrl)
+            errs[k].append(np.abs(rf(pred, motion, mid) - truth).mean(0))
+            mp[k].append(_mediapipe_error(meter, pred, drv_mp))
+    return dict(offsets=[list(o) for o in args.offsets[:len(args.test_videos)]],
+                render_fit_on_driving_deg=np.mean(check, 0).round(2).tolist(),
+                error_deg={k: np.mean(v, 0).round(2).tolist() for k, v in errs.items()},
+                mediapipe={k: dict(error_deg=float(np.nanmean([e for e, _ in v])), frames=sum(c for _, c in v))
+                           for k, v in mp.items()})
+
+
+def control_study(model, meter: PoseMeter, args) -> dict:
+    """(c): each held-out video animated by itself, with --pose yaw=Y and without; the output's yaw change."""
+    from thkit.transfer_control import build_motion_control
+
+    rows = {str(y): [] for y in args.yaws}
+    mp_rows = {str(y): [] for y in args.yaws}
+    for idx in args.test_videos:
+        drv, motion = render_clip(idx, args.frames)
+        rf = RenderFitMeter(idx)
+        base_u8 = animate_frames(model, drv[0], drv)
+        base = rf(base_u8, motion, angles=("yaw",))[:, 0]
+        base_mp = meter(base_u8)
+        for y in args.yaws:
+            edit_u8 = animate_frames(model, drv[0], drv, build_motion_control(model.recipe, pose={"yaw": y}))
+            rows[str(y)].append(rf(edit_u8, motion, angles=("yaw",))[:, 0] - base)
+            mp_rows[str(y)].append(meter(edit_u8)[:, 0] - base_mp[:, 0])
+    out = {}
+    for y, v in rows.items():
+        d = np.concatenate(v)
+        m = np.concatenate(mp_rows[y])
+        out[y] = dict(yaw_change=float(d.mean()), yaw_change_sd=float(d.std()), frames=int(len(d)),
+                      mediapipe_yaw_change=float(np.nanmean(m)) if np.isfinite(m).any() else float("nan"),
+                      mediapipe_frames=int(np.isfinite(m).sum()))
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=8.0, help="training CPU time per variant (1 thread)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--data", default="data/synth64")
+    p.add_argument("--work-dir", default="work_dirs/semantic_prior")
+    p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--only", choices=["with", "without"], default=None, help="train one variant only")
+    p.add_argument("--frames", type=int, default=8, help="frames per rendered clip in (a) and (c)")
+    p.add_argument("--videos", type=int, default=4, help="held-out head videos used in (a) and (c)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    args.test_videos = list(range(90, 99))[:args.videos]  # held-out head videos of data/synth64 (99 is a warp video)
+    args.offsets = [(20.0, 0.0, 0.0), (-20.0, 0.0, 0.0), (0.0, 0.0, 12.0), (15.0, 8.0, 0.0)]
+    args.yaws = [-20.0, -10.0, 10.0, 20.0]
+    res: dict = {}
+    if not args.skip_training:
+        res["training"] = [train(v, args) for v in ([args.only] if args.only else ["with", "without"])]
+        if args.only:
+            print(json.dumps(res, indent=1))
+            return res
+    models = {v: load(v, args).eval() for v in ("with", "without")}
+    res["geometry_loss"] = geometry_curve(args)
+    res["tracking"] = keypoint_tracking(models, args)
+    meter = PoseMeter()
+    res["alignment"] = alignment_study(models["with"], meter, args)
+    res["control"] = control_study(models["with"], meter, args)
+    print(json.dumps(res, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+# Semantic-aware face prior (recipes/semantic_prior/vox256.py) at CPU size on thkit's synthetic heads: fomm/small's
+# widths, losses and data at 64 px, with the face-geometry loss on the renderer's ground-truth landmarks
+# (ground_truth.json, added to each batch by the dataset as landmarks_source / landmarks_driving; MediaPipe is the
+# option for real data: losses.geometry.landmarks='mediapipe' with the mediapipe anchors), PoseAlignment and the
+# FacePriorControl.  Assumptions as in vox256.py; here:
+# * pose_range = the synthetic training data's: HeadMotion.sample draws yaw amplitudes up to 40, pitch 20, roll 15
+#   degrees (thkit/datasets/synthetic.py), so a request beyond those is outside what the model saw;
+# * the geometry loss weight 10 as vox256; the synthetic data root data/synth64.
+_base_ = ['../fomm/small.py', '../_base_/face_priors/head10.py']
+
+image_size = 64
+synthetic_root = 'data/synth64'
+
+losses = dict(
+    geometry=dict(type='FaceGeometryLoss', weight=10.0, anchors=_base_.face_prior_anchors_synthetic,
+                  landmarks='ground_truth'),
+)
+train_dataloader = dict(dataset=dict(root=synthetic_root))
+val_dataloader = dict(dataset=dict(root=synthetic_root))
+
+pose_alignment = dict(type='PoseAlignment', template=_base_.face_prior_template)
+control = dict(type='FacePriorControl', template=_base_.face_prior_template,
+               pose_range=dict(yaw=40.0, pitch=20.0, roll=15.0), expressions=_base_.face_prior_expressions)
