@@ -157,11 +157,10 @@ class ScaleTransformation(Rectifier):
         num_fiducials: fiducial points (RARE: 20, two rows of 10).
         margin: inset of the base points from the borders.
         detach_keypoints: stop the gradient into the keypoint detector through this module.
-        image_size: unused (the module works in keypoint coordinates); accepted from the recipe.
     """
 
     def __init__(self, num_kp: int = 10, code_dim: int = 64, hidden: int = 256, num_fiducials: int = 20,
-                 margin: float = 0.0, detach_keypoints: bool = False, image_size: int | None = None):
+                 margin: float = 0.0, detach_keypoints: bool = False):
         super().__init__()
         if num_kp < 2:
             raise ValueError(f"ScaleTransformation needs num_kp >= 2 (a spread), got {num_kp}")
