@@ -83,7 +83,7 @@ def build_parts(cfg, names: tuple[str, ...] = ()) -> tuple[torch.nn.Module, dict
 def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
                  checkpoint: str | os.PathLike | None = None, cfg_options: Mapping[str, Any] | None = None,
                  device: str | torch.device | None = None, checkpoint_format: str = "auto", trusted: bool = False,
-                 extra: tuple[str, ...] = ()) -> torch.nn.Module:
+                 extra: tuple[str, ...] = (), precision: str | None = None) -> torch.nn.Module:
     """A model from a recipe name (``'smac/vox256'``), a recipe file, or a model folder, in eval mode.
 
     Args:
@@ -96,6 +96,8 @@ def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
         device: where to put the model (default: CPU).
         trusted: allow unpickling a legacy checkpoint that holds Python objects.
         extra: training networks to build and load too (``('discriminator',)``): then ``model.extra`` holds them.
+        precision: ``'fp32'``, ``'bf16'`` or ``'fp16'``: the autocast :func:`animate` uses with this model
+            (``model.meta['precision']``; checked against ``device``: bf16 on the CPU, fp16 on CUDA).
 
     The model carries ``model.recipe`` (the resolved Config) and ``model.meta`` (``image_size``,
     ``input_range``, ``weights``: where its weights came from or ``None``).
@@ -125,6 +127,11 @@ def create_model(name_or_path: str | os.PathLike, *, size: int | None = None,
                   "input_range": tuple(float(v) for v in getattr(model, "input_range", (0.0, 1.0))),
                   "weights": None if weights is None else str(weights), **{k: v for k, v in folder_meta.items()
                                                                             if k not in ("image_size", "input_range")}}
+    if precision is not None:
+        from thkit.inference.stream import resolve_precision
+
+        resolve_precision(precision, device or "cpu")
+        model.meta["precision"] = str(precision).strip().lower()
     if nets:
         model.extra = nets
     model = model.eval()
@@ -254,7 +261,7 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
             relative_jacobian: bool | None = None, device: str | torch.device | None = None,
             batch_size: int | None = None, max_frames: int | None = None, progress: bool = False,
             best_frame: int | None = None, find_best_frame: bool = False, pose: Any = None, expression: Any = None,
-            align: bool | None = None, **options: Any):
+            align: bool | None = None, precision: str | None = None, backend: str = "torch", **options: Any):
     """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with ``driving`` (a video file, or
     (T, H, W, 3) uint8 frames) by ``model`` (a :func:`create_model` model, or what it takes: a recipe name or a
     model folder).
@@ -270,7 +277,11 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
     ``pose`` (``'yaw=10,pitch=0'`` or ``{'yaw': 10}``, degrees added to the driving head pose), ``expression``
     (``'mouth_open=0.5'``) and ``align`` (pose alignment of the source to the first driving frame; default the
     recipe's ``pose_alignment``): :func:`thkit.transfer_control.build_motion_control`.
+
+    ``precision``: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast (default: the model's ``meta['precision']``, else
+    fp32); ``backend='onnxruntime'``: the model's ONNX export run by onnxruntime (:func:`thkit.export.backend_model`).
     """
+    from thkit.export import backend_model
     from thkit.inference.animate import (
         _prepare,
         _to_uint8,
@@ -297,17 +308,22 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
     control = build_motion_control(cfg, pose=pose, expression=expression, align=align)
     if control is not None:
         options["control"] = control
+    if precision is None:
+        precision = (getattr(model, "meta", None) or {}).get("precision")
+    model = backend_model(model, backend, precision, dev)
     if out is not None:
         if not isinstance(driving, (str, os.PathLike)):
             raise RecipeError("", "animate(..., out=...) reads the driving video from a file; pass a path")
         return animate_video(model, source, driving, out, image_size=size, input_range=input_range,
                              device=dev, batch_size=batch_size, progress=progress, max_frames=max_frames,
-                             best_frame=best_frame, find_best_frame=find_best_frame, **mt, **options)
+                             best_frame=best_frame, find_best_frame=find_best_frame, precision=precision, **mt,
+                             **options)
     control = options.pop("control", None)
     if options:
         raise TypeError(f"animate() without out= takes no video options ({', '.join(options)})")
     src = read_image(source) if isinstance(source, (str, os.PathLike)) else np.ascontiguousarray(source)
-    anim = StreamingAnimator(model, batch_size=resolve_batch_size(batch_size, dev), control=control, **mt)
+    anim = StreamingAnimator(model, batch_size=resolve_batch_size(batch_size, dev), control=control,
+                             precision=precision, **mt)
     anim.set_source(from_unit(_prepare(src, None, size), input_range).unsqueeze(0).to(dev))
     driving_frames = _frames_of(driving, max_frames)
     if best_frame is not None or find_best_frame:

@@ -28,7 +28,10 @@ def cmd_animate(args) -> int:
             raise InferenceError(f"--mode {mode} and --{'relative' if args.relative else 'absolute'} contradict "
                                  "each other; give one of them")
         args.relative = want
-    device = resolve_device(args.device)
+    device = resolve_device("cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device)
+    from thkit.export import backend_model, check_backend
+
+    check_backend(args.backend, args.precision, device)
     set_threads(args)
     model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
                             args.cfg_options, device, size=args.size)
@@ -47,6 +50,7 @@ def cmd_animate(args) -> int:
     control = build_motion_control(cfg, pose=args.pose, expression=args.expression, align=args.align)
     size = model.meta["image_size"]
     input_range = model.meta["input_range"]
+    model = backend_model(model, args.backend, args.precision, device)
     res = animate_video(
         model, args.source, args.driving, args.out, image_size=size, input_range=input_range,
         relative=mt["relative"], relative_jacobian=mt["relative_jacobian"],
@@ -55,7 +59,7 @@ def cmd_animate(args) -> int:
         audio=not args.no_audio, batch_size=batch_size(args, device), device=device,
         progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf, keypoint_transfer=transfer_net,
         best_frame=args.best_frame, find_best_frame=args.find_best_frame, paste_back=args.paste_back,
-        control=control)
+        control=control, precision=args.precision)
     if transfer_net is not None:
         desc = f"{mode} mode: keypoints from the recipe's network"
     else:
@@ -70,7 +74,8 @@ def cmd_animate(args) -> int:
     crop = f"; face crop by {res.crop['detector']}" if res.crop else ""
     crop += ", pasted back into the source" if args.paste_back else ""
     print(f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps "
-          f"({desc}{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}")
+          f"({desc}{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}"
+          + (f" ({args.backend}, {args.precision})" if (args.backend, args.precision) != ("torch", "fp32") else ""))
     return 0
 
 
@@ -206,6 +211,12 @@ def add_commands(subparsers) -> None:
                         "normalised for position and scale) best match the source's, not the first (FOMM's demo)")
     a.add_argument("--best-frame", type=int, default=None, metavar="N",
                    help="take relative motion from driving frame N (0-based) instead of the first")
+    a.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="arithmetic of the networks: bf16 autocast (CPU, and GPUs with bfloat16), fp16 autocast "
+                        "(CUDA only); keypoints and motion transfer stay fp32 (benchmarks/speed.py: speed and quality)")
+    a.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="run the model with torch, or export it to ONNX in memory and run it with onnxruntime "
+                        "(CPU, fp32; pip install 'thkit[onnx]'; thkit export writes the graphs)")
     a.set_defaults(func=cmd_animate)
 
     e = subparsers.add_parser(
