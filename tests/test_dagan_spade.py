@@ -227,3 +227,18 @@ def test_small_spade_trains_one_step(tmp_path):
     assert "decoder.middle.0.conv_0.weight_u" in changed  # the spectral norm's power iteration ran
     depth = [k for k in after if k.startswith("keypoint_detector.depth.")]
     assert depth and not any(k in changed for k in depth), "the frozen depth network changed"
+
+
+def test_convert_checkpoint_of_the_other_generator_names_the_recipe(tmp_path):
+    """`thkit convert --recipe` with a checkpoint of the other generator: the same one-line hint as create_model."""
+    import thkit
+
+    tiny = torch.load(FIXTURES / "tiny.pt", weights_only=True)["state_dict"]  # plain DepthAwareGenerator
+    path = tmp_path / "dagan_tiny.pth.tar"
+    torch.save(tiny, path)
+    with pytest.raises(CheckpointError) as e:
+        thkit.convert_checkpoint(str(path), tmp_path / "out", method="dagan", recipe="dagan/small_spade",
+                                 recipe_options=None)
+    msg = str(e.value)
+    assert "\n" not in msg and "does not fit recipe dagan/small_spade" in msg and "use the recipe dagan/vox256" in msg
+    assert not (tmp_path / "out").exists()
