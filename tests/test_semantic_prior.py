@@ -125,6 +125,23 @@ def test_geometry_loss_is_zero_on_landmarks_and_has_gradient():
     assert float(loss({"value": kp2}, None, lm, None, vis, None)) > 0.0
 
 
+def test_geometry_loss_mediapipe_landmarks_on_a_real_face():
+    """The real-data option: MediaPipe's face mesh on scikit-image's astronaut.  Keypoints on the hand-placed
+    landmarks of the same 10 face points give a small loss (the mesh anchors mean the same points), keypoints moved
+    by 10 % of the face crop a large one; a picture with no face adds nothing."""
+    from thkit.datasets.synthetic import ASTRONAUT_CROP, ASTRONAUT_LANDMARKS, _load_astronaut
+
+    x0, y0, side = ASTRONAUT_CROP
+    img = torch.from_numpy(_load_astronaut()[y0:y0 + side, x0:x0 + side].copy()).permute(2, 0, 1)[None] / 255
+    hand = torch.from_numpy(ASTRONAUT_LANDMARKS - np.array([x0, y0])).float()[None] * 2 / (side - 1) - 1
+    kp, _ = anchor_targets(hand, CFG.face_prior_anchors_synthetic)
+    loss = FaceGeometryLoss(anchors=CFG.face_prior_anchors_mediapipe, landmarks="mediapipe", frames="driving")
+    near = float(loss({"value": kp}, driving=img))
+    far = float(loss({"value": kp + 0.2}, driving=img))
+    assert near < 0.03 < 0.15 < far, (near, far)  # 0.03 in keypoint units = 3.6 px of the 240 px crop
+    assert float(loss({"value": kp}, driving=torch.full_like(img, 0.5))) == 0.0
+
+
 def test_geometry_loss_bad_setup_is_one_line():
     with pytest.raises(Exception, match="anchor landmark index 30"):
         FaceGeometryLoss(anchors=[[30]])({"value": torch.zeros(1, 1, 2)}, None, _landmarks(1))
