@@ -25,17 +25,11 @@ import tempfile
 import time
 
 import torch
+from _common import load_average, random_frames
 
 import thkit
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import PerFrameAnimator, StreamingAnimator
-from thkit.value_range import from_unit
-
-
-def _frames(n: int, size: int, lo: float, hi: float, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    src = from_unit(torch.rand(3, size, size, generator=g), (lo, hi))
-    return src, [from_unit(torch.rand(3, size, size, generator=g), (lo, hi)) for _ in range(n)]
 
 
 def measure(recipe: str, frames: int, size: int, batch_sizes: list[int], io: bool) -> dict:
@@ -46,7 +40,7 @@ def measure(recipe: str, frames: int, size: int, batch_sizes: list[int], io: boo
     lo, hi = (float(v) for v in model.input_range)
     chunk = math.lcm(*batch_sizes)
     frames = max(chunk, frames // chunk * chunk)
-    src, drv = _frames(frames + chunk, size, lo, hi)
+    src, drv = random_frames(frames + chunk, size, lo, hi)
     warm, drv = drv[:chunk], drv[chunk:]
 
     plain = PerFrameAnimator(model, **mt)
@@ -117,7 +111,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {load:.1f}; {args.size}x{args.size}, {args.frames} frames per path, interleaved")
     head = f"{'recipe':<14}{'per-frame fps':>14}" + "".join(
@@ -135,7 +129,7 @@ def main() -> None:
             b, fps = row["io"]
             line += f"{fps:>12.3f} (b{b})"
         print(line, flush=True)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(f"load average after the run: {load:.1f} (this machine is shared; a high load slows every path)")
 
 

@@ -21,26 +21,12 @@ import statistics
 import time
 
 import torch
+from _common import conv_ceiling
 from torch.utils.flop_counter import FlopCounterMode
 
 import thkit
 from thkit.transfer import transfer_motion
 from thkit.value_range import from_unit
-
-
-def conv_ceiling(repeats: int = 5) -> float:
-    """GFLOP/s of a large 3x3 convolution (256 -> 256 channels at 64x64, batch 4)."""
-    conv = torch.nn.Conv2d(256, 256, 3, padding=1).eval()
-    x = torch.randn(4, 256, 64, 64)
-    flops = 2 * 4 * 256 * 256 * 9 * 64 * 64
-    with torch.inference_mode():
-        conv(x)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            conv(x)
-            times.append(time.perf_counter() - t0)
-    return flops / min(times) / 1e9
 
 
 def frame_fn(model, source, kp_source, kp_initial, cached):
