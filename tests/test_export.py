@@ -77,7 +77,10 @@ def test_export_cli_writes_graphs_and_animate_backend(tmp_path, capsys):
     spec = json.loads((out / "onnx.json").read_text())
     assert spec["image_size"] == SIZE and spec["opset"] == 17
     model = _model("fomm/small")  # the CLI seeds 0 before building, as here: the same weights
-    assert compare_with_torch(model, OnnxModel.load(out), frames=2) < 1e-4
+    loaded = OnnxModel.load(out)
+    assert compare_with_torch(model, loaded, frames=2) < 1e-4
+    with pytest.raises(ExportError, match="takes no driving image"):
+        loaded.animate({}, {}, driving=torch.zeros(1, 3, SIZE, SIZE))
 
     rng = np.random.default_rng(0)
     src = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)

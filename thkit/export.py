@@ -362,7 +362,12 @@ class OnnxModel:
 
     def animate(self, cache: Mapping[str, Any], kp_driving: Mapping[str, Tensor],
                 driving: Tensor | None = None) -> dict[str, Tensor]:
-        """``{'prediction': (B, C, H, W)}`` for a batch of (transferred) keypoints."""
+        """``{'prediction': (B, C, H, W)}`` for a batch of (transferred) keypoints.  The frame graph animates; it
+        takes no driving image (reconstruction with a driving-image input, e.g. TPSMM's background motion, is
+        torch's)."""
+        if driving is not None:
+            raise ExportError("the ONNX frame graph takes no driving image: reconstruction that passes the driving "
+                              "frames to the model runs with --backend torch")
         named = flatten(kp_driving, "kp")
         preds = []
         for i in range(named[0][1].shape[0]):

@@ -18,7 +18,9 @@ def cmd_export(args) -> int:
     model, _ = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
                           args.cfg_options, "cpu", size=args.size)
     name = args.recipe or args.checkpoint
-    out = Path(args.out) if args.out else Path(f"{Path(str(name).rstrip('/')).stem}_{args.format}")
+    stem = str(name).rstrip("/")
+    stem = stem.replace("/", "_") if args.recipe and not Path(stem).exists() else Path(stem).stem  # fomm/vox256
+    out = Path(args.out) if args.out else Path(f"{stem}_{args.format}")
     paths = export_onnx(model, out)
     size = model.meta["image_size"]
     print(f"wrote {out}: " + ", ".join(p.name for p in paths.values()) + f" (batch 1, {size}x{size}, opset "
@@ -47,7 +49,7 @@ def add_commands(subparsers) -> None:
     x.add_argument("recipe", nargs="?", default=None,
                    help="recipe name or file (not needed when --checkpoint is a model folder)")
     x.add_argument("--format", choices=FORMATS, default="onnx", help="export format")
-    x.add_argument("--out", default=None, help="output folder (default: <recipe>_<format>)")
+    x.add_argument("--out", default=None, help="output folder (default: <recipe>_<format>, e.g. fomm_vox256_onnx)")
     x.add_argument("--checkpoint", metavar="PATH",
                    help="weights: a model folder, a thkit checkpoint, or an official one (method detected)")
     x.add_argument("--random-weights", action="store_true", help="export an untrained model (smoke tests only)")
