@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from thkit.errors import RecipeError
 from thkit.layers import make_coordinate_grid
 from thkit.losses.bundle import build_loss_bundle
 from thkit.losses.equivariance import EquivarianceLoss, RandomTPSTransform
@@ -188,3 +189,45 @@ def test_mcnet_trains_without_adversarial_loss_and_skips_nan_batches():
     assert official.disabled == ["adversarial"] and "adversarial" not in official
     opt_in = load_recipe("mcnet/vox256", {"losses.adversarial.weight": 1.0})
     assert "adversarial" in build_loss_bundle({"adversarial": opt_in.losses.adversarial})
+
+
+def test_mcnet_clips_the_generator_as_one_network():
+    """Official train.py: clip_grad_norm_(generator, 10) and clip_grad_norm_(kp_detector, 10).  A group of thkit parts
+    is clipped with one joint norm (the reference: torch's clip over the group's parameters); listing the parts one
+    by one (the opt-in) clips each on its own."""
+    from torch import nn
+
+    from thkit.engine.parts import PartClipOptimWrapper
+
+    parts = _recipe("mcnet/vox256").optim_wrapper.generator.clip_parts.parts
+    assert [p if isinstance(p, str) else list(p) for p in parts] == [
+        "keypoint_detector", ["motion", "encoder", "compensator", "decoder"]]
+
+    def model_with_grads():
+        torch.manual_seed(5)
+        m = nn.Module()
+        for name, scale in (("kp", 3.0), ("motion", 8.0), ("decoder", 0.5)):
+            setattr(m, name, nn.Linear(4, 4))
+            for p in getattr(m, name).parameters():
+                p.grad = torch.randn_like(p) * scale
+        return m
+
+    def clipped(groups):
+        m = model_with_grads()
+        wrap = PartClipOptimWrapper(optimizer=torch.optim.SGD(m.parameters(), lr=0.0),
+                                    clip_parts=dict(parts=groups, max_norm=10, norm_type=2))
+        with wrap.optim_context(m):
+            pass
+        wrap.step()
+        return {n: p.grad for n, p in m.named_parameters()}
+
+    ref = model_with_grads()
+    torch.nn.utils.clip_grad_norm_(ref.kp.parameters(), 10, norm_type=2)
+    torch.nn.utils.clip_grad_norm_([*ref.motion.parameters(), *ref.decoder.parameters()], 10, norm_type=2)
+    official = clipped(["kp", ["motion", "decoder"]])
+    for n, p in ref.named_parameters():
+        torch.testing.assert_close(official[n], p.grad)
+    per_part = clipped(["kp", "motion", "decoder"])
+    assert not torch.allclose(per_part["decoder.weight"], official["decoder.weight"])  # the switch matters
+    with pytest.raises(RecipeError, match="expected part paths or lists of part paths"):
+        PartClipOptimWrapper(optimizer=torch.optim.SGD(ref.parameters(), lr=0.0), clip_parts=dict(parts=[["kp", 3]]))

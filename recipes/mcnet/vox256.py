@@ -71,9 +71,9 @@ train_cfg = dict(max_iters=100 * _ipe, val_interval=5 * _ipe)
 param_scheduler = [dict(type='MultiStepLR', by_epoch=False, milestones=[80 * _ipe], gamma=0.1)]
 train_dataloader = dict(batch_size=8)
 trainer = dict(nonfinite='skip')  # as officially: a NaN batch is dropped (logged as skipped_nonfinite)
-# official: clip_grad_norm_(10) on the generator and on the keypoint detector, each as a whole; thkit clips each named
-# part on its own (the generator's four parts separately: slightly stricter than the official single norm)
+# official: clip_grad_norm_(10) on the generator (thkit's motion, encoder, compensator and decoder: one group, one norm)
+# and on the keypoint detector, each as a whole (opt-in: list the generator's parts one by one to clip each separately)
 optim_wrapper = dict(
     generator=dict(_delete_=True, type='PartClipOptimWrapper', optimizer=dict(type='Adam', lr=2e-4, betas=(0.5, 0.999)),
-                   clip_parts=dict(parts=['keypoint_detector', 'motion', 'encoder', 'compensator', 'decoder'],
+                   clip_parts=dict(parts=['keypoint_detector', ['motion', 'encoder', 'compensator', 'decoder']],
                                    max_norm=10, norm_type=2)))

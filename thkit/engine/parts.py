@@ -5,7 +5,9 @@
   (``torch.nn.utils.clip_grad_norm_`` per part), as official code that calls ``clip_grad_norm_`` once per
   network does.  A parameter belongs to the longest listed path that contains it, so ``['motion',
   'motion.bg_predictor']`` clips the motion estimator without its sub-network and the sub-network on its own;
-  parameters under no listed path are not clipped.
+  parameters under no listed path are not clipped.  An entry that is a list of paths is one group clipped with
+  one joint norm (``[['motion', 'encoder', 'decoder'], 'keypoint_detector']``: official code that clips a
+  generator made of several thkit parts as one network).
 * :class:`PartAttributeScheduleHook`: sets an attribute of a part from the training iteration (a step
   schedule: ``milestones=[(0, 0.1), (1000, 0.2), ...]``), e.g. a dropout probability or a switch that turns a
   sub-network on after a warm-up.  It is recomputed before every iteration from the iteration number, so a
@@ -61,7 +63,8 @@ class PartClipOptimWrapper(OptimWrapper):
 
     Args:
         clip_parts: ``dict(parts=[path, ...], max_norm=10, norm_type='inf')``: the gradient of each part (its
-            parameters that no longer listed path claims) is clipped to ``max_norm`` on its own.
+            parameters that no longer listed path claims) is clipped to ``max_norm`` on its own; an entry that is
+            a list of paths is clipped as one group (one norm over all of its parts).
         **kwargs: :class:`mmengine.optim.OptimWrapper` arguments (``optimizer``, ``clip_grad`` for a global clip
             applied after the per-part ones, ...).
 
@@ -78,7 +81,11 @@ class PartClipOptimWrapper(OptimWrapper):
         if unknown:
             raise RecipeError("optim_wrapper.clip_parts", f"unknown key(s) {', '.join(unknown)} (expected parts, "
                               "max_norm, norm_type)")
-        self.clip_part_paths = [str(p) for p in clip_parts["parts"]]
+        self.clip_part_groups = [tuple(e) if isinstance(e, (list, tuple)) else (e, ) for e in clip_parts["parts"]]
+        if not all(g and all(isinstance(p, str) for p in g) for g in self.clip_part_groups):
+            raise RecipeError("optim_wrapper.clip_parts.parts", "expected part paths or lists of part paths, got "
+                              f"{clip_parts['parts']!r}")
+        self.clip_part_paths = [p for g in self.clip_part_groups for p in g]
         self.clip_max_norm = float(clip_parts.get("max_norm", 10.0))
         self.clip_norm_type = _norm_type(clip_parts.get("norm_type", 2.0))
         self._model: torch.nn.Module | None = None
@@ -93,7 +100,8 @@ class PartClipOptimWrapper(OptimWrapper):
             yield
 
     def part_groups(self) -> list[tuple[str, list[torch.nn.Parameter]]]:
-        """``[(path, parameters)]``: each parameter under its longest listed path."""
+        """``[(path, parameters)]``: each parameter under its longest listed path (a group of paths is one entry,
+        named ``'a+b'``)."""
         if self._groups is not None:
             return self._groups
         if self._model is None:
@@ -108,7 +116,7 @@ class PartClipOptimWrapper(OptimWrapper):
                 if name.startswith(p + "."):
                     groups[p].append(param)
                     break
-        self._groups = [(p, groups[p]) for p in self.clip_part_paths]
+        self._groups = [("+".join(g), [q for p in g for q in groups[p]]) for g in self.clip_part_groups]
         return self._groups
 
     def clip_parts(self) -> dict[str, float]:
