@@ -26,6 +26,7 @@ EXPECTED_CHANGES = {
         "model.motion.return_driving_heatmap": False,
         "losses.codebook": None,
         "losses.flow_reconstruction": None,
+        "custom_hooks.GeneratorEMAHook.parts": ("encoder", "decoder"),  # the official EMA covers net_g
     },
     # §4.3 (2): one motion codebook at the first (coarsest) scale only, no appearance codebook
     "smc": {"model.compensator.motion_scales": (0, ), "model.compensator.appearance": None,
@@ -51,6 +52,8 @@ def _flat(d, prefix=""):
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
             out.update(_flat(v, key + "."))
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(h, dict) and "type" in h for h in v):
+            out.update(_flat({h["type"]: h for h in v}, key + "."))  # hooks: by type
         else:
             out[key] = tuple(v) if isinstance(v, list) else v
     return out
@@ -118,7 +121,7 @@ def test_small_twin_makes_the_same_change_to_small(cfgs, variant):
 def test_paper_variant_is_the_paper_experiment(cfgs, variant):
     """VoxCeleb data, 256 px, the official widths, schedule, optimisers, EMA and an effective batch of 16."""
     cfg, full = cfgs[variant], cfgs["full"]
-    assert cfg["image_size"] == 256 and cfg["num_kp"] == 15 and cfg["nf"] == 64 and tuple(cfg["ch_mult"]) == (1, 2, 2, 4)
+    assert (cfg["image_size"], cfg["num_kp"], cfg["nf"], tuple(cfg["ch_mult"])) == (256, 15, 64, (1, 2, 2, 4))
     assert cfg["train_dataloader"]["dataset"]["type"] == full["train_dataloader"]["dataset"]["type"]
     assert "synthetic" not in cfg["train_dataloader"]["dataset"]["type"].lower()
     assert cfg["train_dataloader"]["batch_size"] * cfg["smac_world_size"] == cfg["smac_batch_size"] == 16
@@ -127,7 +130,7 @@ def test_paper_variant_is_the_paper_experiment(cfgs, variant):
                                            gamma=0.5)]
     for gd in ("generator", "discriminator"):
         assert cfg["optim_wrapper"][gd]["optimizer"] == dict(type="Adam", lr=8e-5, betas=(0.9, 0.99))
-    for key in ("custom_hooks", "discriminator", "val_dataloader", "motion_transfer"):
+    for key in ("discriminator", "val_dataloader", "motion_transfer"):  # custom_hooks: the exact-diff test
         assert cfg[key] == full[key], key
     comp = cfg["model"]["compensator"]
     if comp is not None:
@@ -163,6 +166,14 @@ def test_built_variants_have_the_parts_the_paper_names(meta_models):
     # the allocations change which codes a scale uses, not the parameters
     for name in ("shared", "equal", "progressive"):
         assert _shapes(meta_models[name]) == _shapes(full)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ema_covers_parts_the_variant_has(cfgs, meta_models, variant):
+    """The official EMA covers net_g (encoder, compensator, decoder): every part it names exists in the model."""
+    (ema, ) = [h for h in cfgs[variant]["custom_hooks"] if h["type"] == "GeneratorEMAHook"]
+    assert ema["parts"] and all(getattr(meta_models[variant], p, None) is not None for p in ema["parts"])
+    assert set(ema["parts"]) == {"encoder", "decoder"} | ({"compensator"} if variant != "baseline" else set())
 
 
 @pytest.mark.parametrize("variant, ranges", [

@@ -14,4 +14,8 @@ model = dict(
 
 losses = dict(codebook=None, flow_reconstruction=None)
 
+# the official EMA covers net_g; here that is the encoder and the decoder (there is no compensator)
+custom_hooks = [dict(h, parts=['encoder', 'decoder']) if h['type'] == 'GeneratorEMAHook' else h
+                for h in _base_.custom_hooks]
+
 test_size = 128  # tests/test_recipes_build.py runs it at 128 px (the parts follow the size); smac/vox256 runs at 256

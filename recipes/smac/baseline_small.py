@@ -10,3 +10,7 @@ model = dict(
 )
 
 losses = dict(codebook=None, flow_reconstruction=None)
+
+# the official EMA covers net_g; here that is the encoder and the decoder (there is no compensator)
+custom_hooks = [dict(h, parts=['encoder', 'decoder']) if h['type'] == 'GeneratorEMAHook' else h
+                for h in _base_.custom_hooks]
