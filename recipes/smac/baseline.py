@@ -1,4 +1,5 @@
-# SMAC ablation, paper Table 2 row 1 "Baseline" (§4.3: no compensatory codebook at all), at paper scale: smac/vox256
+# SMAC Table 2 "Baseline" at paper scale: smac/vox256 without any codebook (CPU twin: smac/baseline_small).
+# Paper Table 2 row 1 "Baseline" (§4.3: no compensatory codebook at all), at paper scale: smac/vox256
 # (VoxCeleb, full widths, official schedule, batch 16) without the compensator.  The FOMM motion, the VQGAN encoder
 # and the decoder with its multi-scale SFT + additive fusion remain; the decoder fuses the source features warped by
 # the dense-motion flow and occlusion (no flow refinement, no appearance retrieval).  No codebook losses.

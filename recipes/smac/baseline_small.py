@@ -1,5 +1,5 @@
-# SMAC ablation, paper Table 2 "Baseline" (no codebook), CPU-sized: smac/small with the same change as
-# smac/baseline makes to smac/vox256 (tests/test_smac_recipes.py checks they stay the same change).
+# SMAC Table 2 "Baseline", CPU-sized twin of smac/baseline (on smac/small).
+# It makes the same change to smac/small that smac/baseline makes to smac/vox256 (tests/test_smac_recipes.py).
 _base_ = ['./small.py']
 
 model = dict(

@@ -1,5 +1,5 @@
-# SMAC ablation, paper Table 4 "splitting the codes equally", CPU-sized: smac/small with the same change as smac/equal
-# makes to smac/vox256.
+# SMAC Table 4 "splitting equally", CPU-sized twin of smac/equal (on smac/small).
+# It makes the same change to smac/small that smac/equal makes to smac/vox256 (tests/test_smac_recipes.py).
 _base_ = ['./small.py']
 
 model = dict(

@@ -1,2 +1,3 @@
-# SMAC ablation, paper Table 2 "+MMC+MAC" (the full model), CPU-sized: smac/small itself.
+# SMAC Table 2 "+MMC+MAC" (the full model), CPU-sized twin of smac/full (on smac/small).
+# The full model is smac/small itself.
 _base_ = ['./small.py']

@@ -1,5 +1,5 @@
-# SMAC ablation, paper Table 2 "+MMC" (motion codebooks at all scales, no appearance codebook), CPU-sized:
-# smac/small with the same change as smac/mmc makes to smac/vox256.
+# SMAC Table 2 "+MMC", CPU-sized twin of smac/mmc (on smac/small).
+# It makes the same change to smac/small that smac/mmc makes to smac/vox256 (tests/test_smac_recipes.py).
 _base_ = ['./small.py']
 
 model = dict(compensator=dict(appearance=None))

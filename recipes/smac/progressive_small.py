@@ -1,5 +1,5 @@
-# SMAC ablation, paper Table 4 "progressive" (the official default), CPU-sized: smac/small with the same (explicit)
-# allocation as smac/progressive.
+# SMAC Table 4 "progressive", CPU-sized twin of smac/progressive (on smac/small).
+# It makes the same change to smac/small that smac/progressive makes to smac/vox256 (tests/test_smac_recipes.py).
 _base_ = ['./small.py']
 
 model = dict(

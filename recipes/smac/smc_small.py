@@ -1,5 +1,5 @@
-# SMAC ablation, paper Table 2 "+SMC" (motion codebook at the coarsest scale only), CPU-sized: smac/small with the
-# same change as smac/smc makes to smac/vox256.
+# SMAC Table 2 "+SMC", CPU-sized twin of smac/smc (on smac/small).
+# It makes the same change to smac/small that smac/smc makes to smac/vox256 (tests/test_smac_recipes.py).
 _base_ = ['./small.py']
 
 model = dict(compensator=dict(motion_scales=(0, ), appearance=None))
