@@ -17,7 +17,9 @@ factor from two convex hulls) stays on the host, as it is per-video state and sc
 dynamo=False)``, opset :data:`OPSET`), which needs neither ``onnx`` nor ``onnxscript``.  Two operators have no
 standard ONNX form and are written as onnxruntime's ``com.microsoft::Inverse`` (so the graphs run on
 onnxruntime): ``torch.inverse`` of FOMM's 2x2 keypoint Jacobians (``sparse_motions``, FOMM eq. 4) and
-``torch.linalg.solve`` of TPSMM's thin-plate-spline system (written ``Inverse(A) @ B``).
+``torch.linalg.solve`` of TPSMM's thin-plate-spline system (written ``Inverse(A) @ B``).  ``torch.linspace`` of
+constant ends (SMAC's flow grid) is written as the constant torch computes, in its dtype (the built-in rule makes
+float64 values, which onnxruntime refuses to mix with float32 ones).
 
 :class:`OnnxModel` runs the three graphs with onnxruntime and offers the model's ``encode_source`` / ``detect`` /
 ``animate``, so :class:`~thkit.inference.stream.StreamingAnimator` (and ``thkit animate --backend onnxruntime``)
@@ -158,7 +160,11 @@ def _symbolic_solve(g, a, b, left=None):
 
     if left is not None and not symbolic_helper._maybe_get_const(left, "b"):
         raise ExportError("torch.linalg.solve(..., left=False) has no ONNX form here")
-    return g.op("MatMul", g.op("com.microsoft::Inverse", a).setType(a.type()), b)
+    inverse = g.op("com.microsoft::Inverse", a).setType(a.type())
+    x = g.op("MatMul", inverse, b)
+    # one step of iterative refinement, x += A^-1 (b - A x): brings the float32 explicit inverse's solution to
+    # LU-solve accuracy (TPSMM's system: 9e-7 -> the float32 rounding of torch.linalg.solve itself)
+    return g.op("Add", x, g.op("MatMul", inverse, g.op("Sub", b, g.op("MatMul", a, x))))
 
 
 #: torch's ScalarType codes of the floating dtypes (c10/core/ScalarType.h)
@@ -206,7 +212,7 @@ def _export(module: torch.nn.Module, args: tuple[Tensor, ...], inputs: list[str]
             warnings.simplefilter("ignore")  # tracer warnings about Python values fixed at export
             torch.onnx.export(module, args, buf, input_names=inputs, output_names=outputs, opset_version=OPSET,
                               dynamo=False, do_constant_folding=True)
-    except torch.onnx.errors.UnsupportedOperatorError as e:
+    except torch.onnx.errors.OnnxExporterError as e:  # an operator without an ONNX form, most often
         raise ExportError(f"the {what} graph does not export to ONNX opset {OPSET}: "
                           f"{str(e).splitlines()[0]}") from e
     return buf.getvalue()
