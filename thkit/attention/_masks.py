@@ -104,6 +104,6 @@ def zero_dead_rows(out: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return out
     dead = dead_rows(mask)  # (B|1, H|1, M|1)
-    if not bool(dead.any()):
-        return out
+    # no data-dependent branch (``if dead.any()``): the graph stays whole under torch.compile / export, and a
+    # fill where nothing is dead leaves ``out``'s values as they are
     return out.masked_fill(dead.transpose(1, 2).unsqueeze(-1), 0.0)

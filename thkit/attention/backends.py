@@ -142,11 +142,11 @@ class MathAttention(_Backend):
         else:
             logits = logits + mask
             dead = torch.isneginf(logits).all(dim=-1, keepdim=True)
-        if bool(dead.any()):
-            # a row with no visible key: give softmax finite input, then zero the row (no NaN, no NaN grad)
-            logits = logits.masked_fill(dead, 0.0)
-            return torch.softmax(logits, dim=-1).masked_fill(dead, 0.0)
-        return torch.softmax(logits, dim=-1)
+        # a row with no visible key: give softmax finite input, then zero the row (no NaN, no NaN grad); done
+        # unconditionally (no data-dependent branch, so torch.compile keeps one graph): rows that see a key are
+        # left as they are by both fills
+        logits = logits.masked_fill(dead, 0.0)
+        return torch.softmax(logits, dim=-1).masked_fill(dead, 0.0)
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, scale: float | None = None,
                  dropout_p: float = 0.0) -> Tensor:

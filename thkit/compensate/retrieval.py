@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thkit.attention import check_backend_name
+from thkit.attention import attention, check_backend_name
 from thkit.layers.attention import BackendMultiheadAttention
+from thkit.layers.blocks import shortcut
 
 Tensor = torch.Tensor
 
@@ -93,6 +94,47 @@ class RetrievalTransformerLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
+        #: reuse the codes' key/value projections while neither the codes nor the weights change (inference)
+        self.cache_codes = True
+        self._code_kv: dict[tuple, tuple] = {}
+
+    def _retrieve(self, q: Tensor, codes: Tensor) -> Tensor:
+        """``cross_attn(q, codes, codes)``.  The codes' key/value projection depends on weights only, so without
+        autograd it is computed once per code selection and reused (:meth:`_code_projection`); the rest is
+        ``BackendMultiheadAttention.forward``'s own sequence of operations, so the result is bit-identical."""
+        attn = self.cross_attn
+        if not (self.cache_codes and shortcut("code_cache")) or (attn.training and attn.dropout > 0.0) \
+                or attn.in_proj_bias is None or torch.compiler.is_compiling():
+            return attn(q, codes, codes)[0]
+        B, L, E = q.shape
+        H, D = attn.num_heads, attn.head_dim
+        k, v = self._code_projection(codes).chunk(2, dim=-1)
+        S = k.shape[1]
+        qh = F.linear(q, *attn._w(0)).view(B, L, H, D)
+        k = k.view(k.shape[0], S, H, D).expand(B, S, H, D)
+        v = v.view(v.shape[0], S, H, D).expand(B, S, H, D)
+        return attn.out_proj(attention(qh, k, v, backend=attn.backend).reshape(B, L, E))
+
+    def _code_projection(self, codes: Tensor) -> Tensor:
+        """``codes (1|B, K, E) -> (1|B, K, 2E)``: the in-projection to keys and values, cached.  The entry holds
+        the codes and the weights it was made from (so their memory cannot be reused by other tensors) and their
+        version counters (an in-place update, e.g. an optimiser step or ``load_state_dict``, invalidates it)."""
+        w, b = self.cross_attn._w(1, 2)
+        weight, bias = self.cross_attn.in_proj_weight, self.cross_attn.in_proj_bias
+        key = (codes.data_ptr(), tuple(codes.shape), codes.stride(), codes.dtype, codes.device)
+        versions = (codes._version, weight._version, bias._version)
+        hit = self._code_kv.get(key)
+        if hit is not None and hit[0] is weight and hit[1] is bias and hit[3] == versions:
+            return hit[4]
+        kv = F.linear(codes, w, b)
+        if len(self._code_kv) >= 16:  # one entry per code selection (scale) in use; never grows without bound
+            self._code_kv.clear()
+        self._code_kv[key] = (weight, bias, codes, versions, kv)
+        return kv
+
+    def _apply(self, fn, *args, **kwargs):
+        self._code_kv = {}  # new parameter tensors (.to(), .half(), ...): the cached projections are stale
+        return super()._apply(fn, *args, **kwargs)
 
     def forward(self, x: Tensor, codes: Tensor, size: int | Sequence[int], pos: Tensor | None = None,
                 key_padding_mask: Tensor | None = None) -> Tensor:
@@ -114,7 +156,7 @@ class RetrievalTransformerLayer(nn.Module):
 
         t = self.norm2(x)
         q = t if pos is None else t + pos
-        x = x + self.dropout2(self.cross_attn(q, codes, codes)[0])
+        x = x + self.dropout2(self._retrieve(q, codes))
 
         t = self.norm3(x).transpose(1, 2).reshape(B, E, h, w)
         t = self.conv2(self.dropout(_ACTIVATIONS[self.activation](self.conv1(t))))

@@ -7,11 +7,41 @@ one-to-one.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 Tensor = torch.Tensor
+
+#: the exact inference shortcuts of thkit's layers (each changes no value, only how it is computed), on by default:
+#: ``inplace`` (activations and residual sums written into a fresh intermediate), ``code_cache`` (SMAC's retrieval
+#: transformers reuse the codes' key/value projections)
+_SHORTCUTS = {"inplace": True, "code_cache": True}
+
+
+def shortcut(name: str) -> bool:
+    """Whether the exact inference shortcut ``name`` may run now: autograd is off and :func:`reference_ops` has not
+    turned it off."""
+    return _SHORTCUTS[name] and not torch.is_grad_enabled()
+
+
+@contextmanager
+def reference_ops(*names: str) -> Iterator[None]:
+    """Turn the named inference shortcuts off (all of them without names) inside the block: every layer computes
+    out of place, as the official code (the reference path of ``benchmarks/levers.py``).  Process-wide, not per
+    thread."""
+    unknown = [n for n in names if n not in _SHORTCUTS]
+    if unknown:
+        raise ValueError(f"unknown inference shortcut {', '.join(unknown)}; known: {', '.join(_SHORTCUTS)}")
+    old = dict(_SHORTCUTS)
+    _SHORTCUTS.update({n: False for n in (names or _SHORTCUTS)})
+    try:
+        yield
+    finally:
+        _SHORTCUTS.update(old)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -38,7 +68,7 @@ class SameBlock2d(nn.Module):
         self.norm = make_norm(norm, out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.norm(self.conv(x)))
+        return _relu(self.norm(self.conv(x)))
 
 
 class DownBlock2d(nn.Module):
@@ -52,7 +82,7 @@ class DownBlock2d(nn.Module):
         self.pool = nn.AvgPool2d(kernel_size=(2, 2))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(F.relu(self.norm(self.conv(x))))
+        return self.pool(_relu(self.norm(self.conv(x))))
 
 
 class UpBlock2d(nn.Module):
@@ -65,7 +95,7 @@ class UpBlock2d(nn.Module):
         self.norm = make_norm(norm, out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.norm(self.conv(F.interpolate(x, scale_factor=2))))
+        return _relu(self.norm(self.conv(F.interpolate(x, scale_factor=2))))
 
 
 class ResBlock2d(nn.Module):
@@ -79,9 +109,15 @@ class ResBlock2d(nn.Module):
         self.norm2 = make_norm(norm, in_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(F.relu(self.norm1(x)))
-        out = self.conv2(F.relu(self.norm2(out)))
+        h = self.norm1(x)
+        out = self.conv1(_relu(h, h is not x))  # norm 'none' gives x itself back: never overwrite the input
+        out = self.conv2(_relu(self.norm2(out)))
         return out + x
+
+
+def _relu(x: Tensor, fresh: bool = True) -> Tensor:
+    """ReLU; without autograd in place when ``x`` is a fresh intermediate (``fresh``), saving a buffer."""
+    return F.relu(x, inplace=fresh and shortcut("inplace"))
 
 
 def _width(block_expansion: int, max_features: int, level: int) -> int:
@@ -151,3 +187,34 @@ class Hourglass(nn.Module):
 
     def forward(self, x: Tensor, return_all: bool = False) -> Tensor | list[Tensor]:
         return self.decoder(self.encoder(x), return_all=return_all)
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a convolution in this module's blocks into that
+    convolution (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`; the norm becomes an ``Identity``), in place.
+
+    ``SameBlock2d`` / ``DownBlock2d`` / ``UpBlock2d``: ``norm(conv(x))``; ``ResBlock2d``: ``norm2(conv1(.))`` (its
+    ``norm1`` acts on the block input and stays).  The values change only by float rounding (about 1e-6 relative);
+    the running statistics are baked in, so this is for inference only: a module in training mode is refused.
+    Returns how many norms were folded.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from thkit.errors import ThkitError
+
+    if module.training:
+        raise ThkitError("fold_batchnorm: the module is in training mode; call .eval() first (the folded "
+                         "convolutions bake in the running statistics)")
+    pairs = {SameBlock2d: ("conv", "norm"), DownBlock2d: ("conv", "norm"), UpBlock2d: ("conv", "norm"),
+             ResBlock2d: ("conv1", "norm2")}
+    folded = 0
+    for block in module.modules():
+        names = pairs.get(type(block))
+        if names is None:
+            continue
+        conv, norm = (getattr(block, n) for n in names)
+        if isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats and isinstance(conv, nn.Conv2d):
+            setattr(block, names[0], fuse_conv_bn_eval(conv, norm))
+            setattr(block, names[1], nn.Identity())
+            folded += 1
+    return folded

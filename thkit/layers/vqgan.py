@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from thkit.attention import attention, check_backend_name
+from thkit.layers.blocks import shortcut
 
 Tensor = torch.Tensor
 
-__all__ = ["group_norm", "swish", "VQResBlock", "VQAttnBlock", "VQDownsample", "VQUpsample"]
+__all__ = ["group_norm", "swish", "norm_swish", "VQResBlock", "VQAttnBlock", "VQDownsample", "VQUpsample"]
 
 
 def group_norm(channels: int, groups: int = 32, eps: float = 1e-6) -> nn.GroupNorm:
@@ -35,6 +36,13 @@ def group_norm(channels: int, groups: int = 32, eps: float = 1e-6) -> nn.GroupNo
 def swish(x: Tensor) -> Tensor:
     """``x * sigmoid(x)`` (SiLU)."""
     return F.silu(x)
+
+
+def norm_swish(norm: nn.Module, x: Tensor) -> Tensor:
+    """``swish(norm(x))``; without autograd the SiLU runs in place on the norm's fresh output (one buffer less
+    per call, the same values)."""
+    y = norm(x)
+    return F.silu(y, inplace=y is not x and shortcut("inplace"))
 
 
 class VQResBlock(nn.Module):
@@ -51,9 +59,10 @@ class VQResBlock(nn.Module):
         self.conv_out = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(swish(self.norm1(x)))
-        h = self.conv2(swish(self.norm2(h)))
-        return h + (x if self.conv_out is None else self.conv_out(x))
+        h = self.conv1(norm_swish(self.norm1, x))
+        h = self.conv2(norm_swish(self.norm2, h))
+        skip = x if self.conv_out is None else self.conv_out(x)
+        return h.add_(skip) if shortcut("inplace") else h + skip  # conv2's output is fresh: reuse it
 
 
 class VQAttnBlock(nn.Module):
