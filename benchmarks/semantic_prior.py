@@ -1,20 +1,21 @@
 """Semantic face prior (recipes/semantic_prior/small.py): does pose alignment, the geometry loss and the pose control do
-what they claim, on thkit's synthetic heads (exact renderer truth).  Prints the figures.
+what they claim, on thkit's synthetic heads (exact renderer truth).  Prints the figures (JSON).
 
-Two fixed-budget trainings of ``semantic_prior/small`` at 64 px on 1 thread (``--minutes`` each, same data, same seed):
-``with`` the face-geometry loss (keypoints tied to the renderer's landmarks) and ``without`` (its weight 0: plain FOMM
-small with 10 keypoints).  Then:
+Two fixed-budget trainings of ``semantic_prior/small`` at 64 px on 1 thread (``--minutes`` of CPU time each, wall
+capped at 4x that; same data, same seed): ``with`` the face-geometry loss (keypoints tied to the renderer's landmarks)
+and ``without`` (its weight 0: FOMM small with 10 free keypoints).  Then, on held-out videos:
 
-(a) pose alignment: source = frame 0 of a held-out head video re-rendered at a known pose offset (yaw / pitch / roll
-    added), driving = the original video.  Output pose = the pose fitted to MediaPipe face-mesh landmarks of the
-    generated frames (MediaPipe sees the synthetic heads at 256 px), compared with the same fit on the renderer's
-    driving frames; error with and without ``PoseAlignment`` (and ``SimilarityAlignment``), the ``with`` model.
+(a) pose alignment: source = frame 0 of a held-out head video re-rendered at a known pose offset, driving = the
+    original video; |pose - driving truth| with no alignment, ``SimilarityAlignment`` and ``PoseAlignment``, measured
+    on the keypoints animated with (template fit), and on the output images (the prediction and ``deformed``, the
+    source warped by the predicted flow) by a render fit (:class:`RenderFitMeter`) and by MediaPipe.
 (b) geometry loss: its value over training (records), and how well keypoints track landmarks on held-out frames:
     (b1) the mean distance of each keypoint to its anchor landmarks (meaningful for the regularised model only) and
     (b2) the field's protocol for unsupervised keypoints, a linear regression keypoints -> 22 landmarks fitted on
     training frames, error on held-out frames (both models), in pixels at 64 px.
-(c) control: on the ``with`` model, each held-out video animated by itself with ``--pose yaw=Y`` for several Y; the
-    output's yaw change (MediaPipe pose of the edited output minus that of the unedited output) vs Y.
+(c) control: each held-out video animated by itself with ``pose={'yaw': Y}`` and without; the output's yaw change
+    (edited minus unedited) by MediaPipe (face mesh at 256 px, template fit of the same 10 face points) and by the
+    render fit.
 
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --minutes 8          # trains both, then measures
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --skip-training      # measures the last trainings
@@ -162,6 +163,7 @@ class PoseMeter:
 
 
 POSE_NAMES = ("yaw", "pitch", "roll")
+OUTPUTS = ("prediction", "deformed")  # the generated frame; the source warped by the predicted flow
 
 
 class RenderFitMeter:
@@ -226,14 +228,35 @@ def render_clip(index: int, frames: int, size: int = 64, offset=(0.0, 0.0, 0.0))
     return out["frames"], motion
 
 
-def animate_frames(model, source_u8, driving_u8, control=None) -> np.ndarray:
-    from thkit.inference.stream import StreamingAnimator
+@torch.no_grad()
+def animate_frames(model, source_u8, driving_u8, control=None) -> dict[str, np.ndarray]:
+    """Relative animation (the streaming path's MotionTransfer, with ``control``): the generated frames and the
+    source warped by the predicted flow (``deformed``: the motion alone, without the decoder), (T, S, S, 3) uint8."""
+    from thkit.inference.stream import MotionTransfer
 
-    anim = StreamingAnimator(model, relative=True, batch_size=8, control=control)
-    to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
-    anim.set_source(to_t(source_u8[None]))
-    pred = torch.cat(list(anim.step(to_t(driving_u8[i:i + 8])) for i in range(0, len(driving_u8), 8)))
-    return (pred.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    to_u8 = lambda x: (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # noqa: E731
+    cache = model.encode_source(to_t(source_u8[None]))
+    mt = MotionTransfer(cache["kp_source"], relative=True, relative_jacobian=True, control=control)
+    out = {"prediction": [], "deformed": []}
+    for i in range(0, len(driving_u8), 8):
+        res = model.animate(cache, mt(model.detect(to_t(driving_u8[i:i + 8]))))
+        for k in out:
+            out[k].append(to_u8(res[k]))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def keypoint_pose(model, source_u8, driving_u8, control=None) -> np.ndarray:
+    """The pose (template fit, degrees) of the keypoints the model animates with: the motion level, before any
+    warping or decoding."""
+    from thkit.inference.stream import MotionTransfer
+    from thkit.transfer_control import fit_pose
+
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    mt = MotionTransfer(model.detect(to_t(source_u8[None])), relative=True, relative_jacobian=True, control=control)
+    kp = mt(model.detect(to_t(driving_u8)))
+    return fit_pose(kp["value"], torch.tensor(model.recipe.face_prior_template))["angles"].numpy()
 
 
 def _mediapipe_error(meter, pred, reference) -> tuple[float, int]:
@@ -244,15 +267,17 @@ def _mediapipe_error(meter, pred, reference) -> tuple[float, int]:
 
 
 def alignment_study(model, meter: PoseMeter, args) -> dict:
-    """(a): source = frame 0 re-rendered with a pose offset; output pose error vs the driving truth, per angle."""
+    """(a): source = frame 0 re-rendered with a pose offset; output pose error vs the driving truth, per angle, for the
+    generated frames and for the warped source (``deformed``)."""
     from thkit.transfer_control import build_motion_control
 
     cfg = model.recipe
     variants = {"none": None, "similarity": build_motion_control({}, align=True),
                 "pose": build_motion_control(cfg, align=True)}
-    errs = {k: [] for k in variants}
-    mp = {k: [] for k in variants}
-    check = []
+    errs = {(k, o): [] for k in variants for o in OUTPUTS}
+    mp = {(k, o): [] for k in variants for o in OUTPUTS}
+    check, source_err = [], []
+    kp_errs = {k: [] for k in variants}
     for n, idx in enumerate(args.test_videos):
         off = args.offsets[n % len(args.offsets)]
         drv, motion = render_clip(idx, args.frames)
@@ -263,39 +288,45 @@ def alignment_study(model, meter: PoseMeter, args) -> dict:
         check.append(np.abs(rf(drv, motion, mid) - truth).mean(0))  # the meter on the renderer's own frames
         drv_mp = meter(drv)
         for k, ctrl in variants.items():
-            pred = animate_frames(model, src[0], drv, ctrl)
-            errs[k].append(np.abs(rf(pred, motion, mid) - truth).mean(0))
-            mp[k].append(_mediapipe_error(meter, pred, drv_mp))
+            kp_errs[k].append(np.abs(keypoint_pose(model, src[0], drv, ctrl) - truth).mean(0))
+            res = animate_frames(model, src[0], drv, ctrl)
+            for o in OUTPUTS:
+                errs[k, o].append(np.abs(rf(res[o], motion, mid) - truth).mean(0))
+                mp[k, o].append(_mediapipe_error(meter, res[o], drv_mp))
+        source_err.append(np.abs(np.array(off)))
     return dict(offsets=[list(o) for o in args.offsets[:len(args.test_videos)]],
+                offset_abs_mean_deg=np.mean(source_err, 0).round(2).tolist(),
                 render_fit_on_driving_deg=np.mean(check, 0).round(2).tolist(),
-                error_deg={k: np.mean(v, 0).round(2).tolist() for k, v in errs.items()},
-                mediapipe={k: dict(error_deg=float(np.nanmean([e for e, _ in v])), frames=sum(c for _, c in v))
-                           for k, v in mp.items()})
+                keypoint_error_deg={k: np.mean(v, 0).round(2).tolist() for k, v in kp_errs.items()},
+                error_deg={f"{k}/{o}": np.mean(v, 0).round(2).tolist() for (k, o), v in errs.items()},
+                mediapipe={f"{k}/{o}": dict(error_deg=float(np.nanmean([e for e, _ in v])), frames=sum(c for _, c in v))
+                           for (k, o), v in mp.items()})
 
 
 def control_study(model, meter: PoseMeter, args) -> dict:
     """(c): each held-out video animated by itself, with --pose yaw=Y and without; the output's yaw change."""
     from thkit.transfer_control import build_motion_control
 
-    rows = {str(y): [] for y in args.yaws}
-    mp_rows = {str(y): [] for y in args.yaws}
+    rows = {(str(y), o): [] for y in args.yaws for o in OUTPUTS}
+    mp_rows = {(str(y), o): [] for y in args.yaws for o in OUTPUTS}
     for idx in args.test_videos:
         drv, motion = render_clip(idx, args.frames)
         rf = RenderFitMeter(idx)
-        base_u8 = animate_frames(model, drv[0], drv)
-        base = rf(base_u8, motion, angles=("yaw",))[:, 0]
-        base_mp = meter(base_u8)
+        base_res = animate_frames(model, drv[0], drv)
+        base = {o: rf(base_res[o], motion, angles=("yaw",))[:, 0] for o in OUTPUTS}
+        base_mp = {o: meter(base_res[o])[:, 0] for o in OUTPUTS}
         for y in args.yaws:
-            edit_u8 = animate_frames(model, drv[0], drv, build_motion_control(model.recipe, pose={"yaw": y}))
-            rows[str(y)].append(rf(edit_u8, motion, angles=("yaw",))[:, 0] - base)
-            mp_rows[str(y)].append(meter(edit_u8)[:, 0] - base_mp[:, 0])
+            res = animate_frames(model, drv[0], drv, build_motion_control(model.recipe, pose={"yaw": y}))
+            for o in OUTPUTS:
+                rows[str(y), o].append(rf(res[o], motion, angles=("yaw",))[:, 0] - base[o])
+                mp_rows[str(y), o].append(meter(res[o])[:, 0] - base_mp[o])
     out = {}
-    for y, v in rows.items():
+    for (y, o), v in rows.items():
         d = np.concatenate(v)
-        m = np.concatenate(mp_rows[y])
-        out[y] = dict(yaw_change=float(d.mean()), yaw_change_sd=float(d.std()), frames=int(len(d)),
-                      mediapipe_yaw_change=float(np.nanmean(m)) if np.isfinite(m).any() else float("nan"),
-                      mediapipe_frames=int(np.isfinite(m).sum()))
+        m = np.concatenate(mp_rows[y, o])
+        out[f"{y}/{o}"] = dict(yaw_change=float(d.mean()), yaw_change_sd=float(d.std()), frames=int(len(d)),
+                               mediapipe_yaw_change=float(np.nanmean(m)) if np.isfinite(m).any() else float("nan"),
+                               mediapipe_frames=int(np.isfinite(m).sum()))
     return out
 
 
@@ -309,6 +340,7 @@ def main(argv=None) -> dict:
     p.add_argument("--only", choices=["with", "without"], default=None, help="train one variant only")
     p.add_argument("--frames", type=int, default=8, help="frames per rendered clip in (a) and (c)")
     p.add_argument("--videos", type=int, default=4, help="held-out head videos used in (a) and (c)")
+    p.add_argument("--parts", default="abc", help="which measurements: any of a, b, c")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -322,11 +354,14 @@ def main(argv=None) -> dict:
             print(json.dumps(res, indent=1))
             return res
     models = {v: load(v, args).eval() for v in ("with", "without")}
-    res["geometry_loss"] = geometry_curve(args)
-    res["tracking"] = keypoint_tracking(models, args)
+    if "b" in args.parts:
+        res["geometry_loss"] = geometry_curve(args)
+        res["tracking"] = keypoint_tracking(models, args)
     meter = PoseMeter()
-    res["alignment"] = alignment_study(models["with"], meter, args)
-    res["control"] = control_study(models["with"], meter, args)
+    if "a" in args.parts:
+        res["alignment"] = alignment_study(models["with"], meter, args)
+    if "c" in args.parts:
+        res["control"] = control_study(models["with"], meter, args)
     print(json.dumps(res, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
