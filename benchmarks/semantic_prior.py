@@ -15,7 +15,8 @@ and ``without`` (its weight 0: FOMM small with 10 free keypoints).  Then, on hel
     training frames, error on held-out frames (both models), in pixels at 64 px.
 (c) control: each held-out video animated by itself with ``pose={'yaw': Y}`` and without; the output's yaw change
     (edited minus unedited) by MediaPipe (face mesh at 256 px, template fit of the same 10 face points) and by the
-    render fit.
+    render fit; and, for calibration, how much of a true driving yaw change the meter sees and the model realises in
+    plain reconstruction (:func:`yaw_calibration`).
 
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --minutes 8          # trains both, then measures
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --skip-training      # measures the last trainings
@@ -330,6 +331,29 @@ def control_study(model, meter: PoseMeter, args) -> dict:
     return out
 
 
+def yaw_calibration(model, meter: PoseMeter, args, frames: int = 24) -> dict:
+    """What a yaw change of the *driving* head does, in plain reconstruction (no edit): slopes of the yaw change
+    (frame t minus frame 0) measured by MediaPipe on the renderer's frames, by a template fit of the model's
+    keypoints, and by MediaPipe on the model's ``deformed`` output, each against the renderer's true yaw change.  It
+    says how much of a yaw change the meter sees and how much the model realises, edit or no edit."""
+    xs, out = [], {"mediapipe_on_driving": [], "keypoints": [], "mediapipe_on_deformed": []}
+    for idx in args.test_videos:
+        drv, motion = render_clip(idx, frames)
+        truth = np.degrees(motion.yaw)
+        res = animate_frames(model, drv[0], drv)
+        xs.append(truth - truth[0])
+        for k, v in (("mediapipe_on_driving", meter(drv)[:, 0]), ("keypoints", keypoint_pose(model, drv[0], drv)[:, 0]),
+                     ("mediapipe_on_deformed", meter(res["deformed"])[:, 0])):
+            out[k].append(v - v[0])
+    x = np.concatenate(xs)
+    slopes = {}
+    for k, v in out.items():
+        y = np.concatenate(v)
+        ok = np.isfinite(y)
+        slopes[k] = float(np.polyfit(x[ok], y[ok], 1)[0])
+    return dict(slopes=slopes, frames=int(len(x)), yaw_change_range=[float(x.min()), float(x.max())])
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=8.0, help="training CPU time per variant (1 thread)")
@@ -362,6 +386,7 @@ def main(argv=None) -> dict:
         res["alignment"] = alignment_study(models["with"], meter, args)
     if "c" in args.parts:
         res["control"] = control_study(models["with"], meter, args)
+        res["yaw_calibration"] = yaw_calibration(models["with"], meter, args)
     print(json.dumps(res, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
