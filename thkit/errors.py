@@ -33,6 +33,10 @@ def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     cands = list(candidates)
     lower = {c.lower(): c for c in cands}
     hits = difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.4)
+    if hits:  # a clear best match ('FirstOrderMotoin') hides the far ones that merely pass the cutoff
+        ratio = lambda h: difflib.SequenceMatcher(None, name.lower(), h).ratio()  # noqa: E731
+        best = ratio(hits[0])
+        hits = [h for h in hits if ratio(h) >= 0.8 * best]
     # substring matches are useful too ('Warper' -> 'GridSampleWarper')
     for c in cands:
         if len(hits) >= n:
