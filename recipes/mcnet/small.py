@@ -23,6 +23,9 @@ losses = dict(
     pixel=dict(type='L1Loss', weight=100.0),
     perceptual=dict(allow_random=True, layer_weights=[10.0]),
     adversarial=None,
+    # thkit's corrected keypoint-distance loss (a real gradient); the paper recipe trains the official sign()
+    # form, whose gradient is zero (docs/methods/smac.md, official-mode switches)
+    keypoint_distance=dict(mode='hinge'),
 )
 optim_wrapper = dict(generator=dict(optimizer=dict(lr=5e-4)))
 train_dataloader = dict(_delete_=True, **_base_.synthetic_train_dataloader)
