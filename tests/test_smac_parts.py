@@ -19,12 +19,14 @@ from thkit.recipe import load_recipe
 VARIANTS = ("baseline", "smc", "mmc", "mmc_sac", "full")
 
 
+TWINS = ("baseline", "smc", "mmc", "mmc_sac", "full", "shared", "equal", "progressive")
 SIZE = 64  # the small recipes run at 64 px here: the token grid follows (64 / 8)^2 = 64 tokens
 
 
 def _model(name: str, size: int | None = SIZE, **overrides):
     """A ``recipes/smac/<name>.py`` model built for ``size`` px (its position embeddings' token grid follows;
     ``None``: the recipe's size)."""
+    name = f"{name}_small" if name in TWINS else name  # the ablations' CPU-sized twins (paper scale: test_smac_recipes)
     cfg = load_recipe(f"smac/{name}", cfg_options=overrides or None, size=size)
     torch.manual_seed(0)
     return cfg, build_model(cfg.model.to_dict(), image_size=cfg.get("image_size"))
