@@ -1,26 +1,26 @@
-"""Does training learn?  Train recipes on the synthetic talking heads for a fixed wall-time budget and compare
-held-out reconstruction before and after with the copy-the-source baseline.
+"""Does training learn?  Train recipes on the synthetic talking heads for a fixed budget and compare held-out
+reconstruction before and after with the copy-the-source baseline.
 
-For each recipe (default ``fomm/small``, ``smac/small`` and ``tpsmm/small``):
+For each recipe (default: every method's small recipe, ``fomm/small``, ``smac/small``, ``tpsmm/small``,
+``mcnet/small``, ``mrfa/small``, ``mrfa/small_tps_prior``, ``dagan/small`` and ``dagan/small_spade``):
 
 1. the synthetic dataset (``thkit.datasets.synthetic``) is written once to ``--data`` (no download);
-2. ``thkit train``'s runner is built (``thkit.engine.runner.build_runner``) with the recipe's losses and
-   optimisers, the synthetic data, and a :class:`~thkit.engine.hooks.TimeBudgetHook` of ``--minutes``; recipes
-   without some training entries get those from ``recipes/_base_/`` (runtime, the method's
-   schedule, synthetic data);
+2. ``thkit train``'s runner is built (``thkit.engine.runner.build_runner``) with the recipe's losses, optimisers and
+   batch size (``--batch`` overrides it), the synthetic data, and a budget of ``--minutes``: with ``--clock cpu``
+   (default) of this process's CPU time, so that every recipe gets the same compute however busy a shared machine
+   is; with ``--clock wall`` a :class:`~thkit.engine.hooks.TimeBudgetHook` of wall time.  Recipes without some
+   training entries get those from ``recipes/_base_/`` (runtime, the method's schedule, synthetic data);
 3. held-out reconstruction (FOMM's protocol: frame 0 of each *test* video is the source of all its other frames) is
    measured with :class:`thkit.metrics.pixel.L1` / :class:`~thkit.metrics.pixel.PSNR` on the initial generator, on the
    trained one, and for ``prediction = source`` (copy the source: what a model that never moves scores).
 
 Without ``$THKIT_VGG19_WEIGHTS`` the perceptual loss uses a fixed random VGG-19 (``allow_random``).
 
-    python benchmarks/learns.py --size 64 --threads 2              # the README's table (15 min each)
-    python benchmarks/learns.py                                   # 15 min each at 128 px
-    python benchmarks/learns.py --recipes fomm/small --minutes 5 --size 64 --threads 1
+    python benchmarks/learns.py --size 64 --threads 1 --minutes 2.5   # the README's table (2.5 CPU minutes each)
+    python benchmarks/learns.py                                       # 15 CPU minutes each at 128 px
+    python benchmarks/learns.py --recipes fomm/small --minutes 5 --size 64 --threads 1 --clock wall
 
-Measured on 2026-11-21 (2 quiet CPU cores, ``--size 64 --threads 2``, batch 8, 100 synthetic videos of 32 frames,
-every frame of the 10 held-out videos, random VGG-19): both end better than copy-the-source, on L1 and by 2.4-3.2
-dB of PSNR; benchmarks/README.md has the table.
+benchmarks/README.md has the measured tables.
 """
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def training_options(recipe: str, args) -> dict:
                 opts[k] = v
     synth_opts = dict(videos=args.videos, frames=args.frames, seed=0)
     train = synth.synthetic_train_dataloader.to_dict()
-    train.update(batch_size=args.batch, num_workers=args.workers, persistent_workers=args.workers > 0)
+    batch = args.batch or cfg.get("train_dataloader", {}).get("batch_size") or train["batch_size"]
+    train.update(batch_size=batch, num_workers=args.workers, persistent_workers=args.workers > 0)
     train["dataset"].update(root=args.data, synth=synth_opts)
     opts["train_dataloader"] = train
     opts["val_dataloader"] = None
@@ -66,12 +67,37 @@ def training_options(recipe: str, args) -> dict:
     opts["default_hooks.logger.interval"] = 20
     # the recipe's attribute schedules (TPSMM's TPS dropout and background switch) are part of its training
     schedules = [h for h in cfg.get("custom_hooks", []) if h.get("type") == "PartAttributeScheduleHook"]
-    opts["custom_hooks"] = [dict(type="TrainRecordsHook"), dict(type="TimeBudgetHook", seconds=args.minutes * 60),
+    budget = "CpuTimeBudgetHook" if args.clock == "cpu" else "TimeBudgetHook"
+    opts["custom_hooks"] = [dict(type="TrainRecordsHook"), dict(type=budget, seconds=args.minutes * 60),
                             dict(type="SampleGridHook", interval=10**9, num_samples=4), dict(type="ExportWeightsHook"),
                             *schedules]
     if "perceptual" in cfg.get("losses", {}):
         opts["losses.perceptual.allow_random"] = True
     return opts
+
+
+def _register_cpu_budget() -> None:
+    """Register :class:`CpuTimeBudgetHook` (benchmark-local) in thkit's hook registry."""
+    from thkit.engine.hooks import TimeBudgetHook
+    from thkit.registry import HOOKS
+
+    if HOOKS.get("CpuTimeBudgetHook") is not None:
+        return
+
+    @HOOKS.register_module()
+    class CpuTimeBudgetHook(TimeBudgetHook):
+        """:class:`~thkit.engine.hooks.TimeBudgetHook` on this process's CPU time (``time.process_time``, all its
+        threads) instead of wall time: on a shared machine a wall-time budget gives a recipe fewer iterations the
+        busier the machine is; a CPU-time budget gives every recipe the same compute whatever the load."""
+
+        def before_train(self, runner) -> None:
+            self._start = time.process_time()
+
+        def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+            if time.process_time() - self._start >= self.seconds and not runner.train_loop.stop_training:
+                runner.logger.info(f"CPU-time budget of {self.seconds:.0f} s used up at iteration {runner.iter + 1}: "
+                                   "stopping")
+                runner.train_loop.stop_training = True
 
 
 @torch.no_grad()
@@ -89,8 +115,8 @@ def held_out(generator, args, input_range) -> dict[str, float]:
     lo, hi = input_range
     # frame 0 is the source itself (copy-the-source would score a perfect, infinite-PSNR frame): left out
     keep = [i for i in range(len(ds)) if ds[i]["frame_ids"][1] != 0]
-    for start in range(0, len(keep), args.batch):
-        items = [ds[i] for i in keep[start:start + args.batch]]
+    for start in range(0, len(keep), 8):
+        items = [ds[i] for i in keep[start:start + 8]]
         src = torch.stack([it["source"] for it in items])
         drv = torch.stack([it["driving"] for it in items])
         pred = generator(src, drv)["prediction"].clamp(lo, hi)
@@ -111,27 +137,56 @@ def run(recipe: str, args) -> dict:
     from thkit.engine.trainer import unwrap
 
     work_dir = Path(args.work_dir) / recipe.replace("/", "_")
+    opts = {**training_options(recipe, args), **args.cfg_options}
+    batch = opts.get("train_dataloader.batch_size", opts["train_dataloader"]["batch_size"])
     runner = build_runner(recipe, work_dir=str(work_dir), size=args.size,  # + SMAC's token grid, perceptual scales
-                          cfg_options={**training_options(recipe, args), **args.cfg_options})
+                          cfg_options=opts)
     trainer = unwrap(runner.model)
     before = held_out(trainer.gen, args, trainer.input_range)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     runner.train()
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     after = held_out(trainer.gen, args, trainer.input_range)
-    return dict(recipe=recipe, iterations=runner.iter, train_seconds=round(seconds, 1), batch=args.batch,
+    print(f"{recipe}: {runner.iter} iterations of batch {batch} in {seconds:.0f} s ({cpu_seconds:.0f} CPU s); "
+          f"held-out L1 {before['model_l1']:.4f} -> {after['model_l1']:.4f} (copy {after['copy_source_l1']:.4f}), "
+          f"PSNR {before['model_psnr']:.2f} -> {after['model_psnr']:.2f} (copy {after['copy_source_psnr']:.2f})",
+          flush=True)
+    return dict(recipe=recipe, iterations=runner.iter, train_seconds=round(seconds, 1),
+                cpu_seconds=round(cpu_seconds, 1), batch=batch,
                 size=args.size, frames=after["frames"], start_l1=before["model_l1"], end_l1=after["model_l1"],
                 copy_l1=after["copy_source_l1"], start_psnr=before["model_psnr"], end_psnr=after["model_psnr"],
                 copy_psnr=after["copy_source_psnr"], work_dir=str(work_dir))
 
 
+def print_table(rows: list[dict], size: int) -> None:
+    """The held-out table of ``rows`` (:func:`run`'s results)."""
+    print()
+    print(f"held-out reconstruction on {rows[0]['frames']} test frames ({size} px); start = initial weights, "
+          f"end = after training, copy = prediction := source")
+    w = max(12, *(len(r["recipe"]) for r in rows))
+    head = (f"{'recipe':<{w}} {'batch':>5} {'iters':>6} {'CPU s':>6} {'wall s':>6}  {'L1 start':>8} {'L1 end':>8} "
+            f"{'L1 copy':>8}  {'PSNR start':>10} {'PSNR end':>9} {'PSNR copy':>9}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        f = lambda v: f"{v:.4f}" if math.isfinite(v) else str(v)  # noqa: E731
+        g = lambda v: f"{v:.2f}" if math.isfinite(v) else str(v)  # noqa: E731
+        print(f"{r['recipe']:<{w}} {r['batch']:>5} {r['iterations']:>6} {r['cpu_seconds']:>6.0f} "
+              f"{r['train_seconds']:>6.0f}  {f(r['start_l1']):>8} {f(r['end_l1']):>8} {f(r['copy_l1']):>8}  "
+              f"{g(r['start_psnr']):>10} {g(r['end_psnr']):>9} {g(r['copy_psnr']):>9}")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipes", nargs="+", default=["fomm/small", "smac/small", "tpsmm/small", "mcnet/small",
-                                                   "mrfa/small", "dagan/small"])
-    p.add_argument("--minutes", type=float, default=15.0, help="training wall time per recipe (<= 15 in the report)")
+                                                   "mrfa/small", "mrfa/small_tps_prior", "dagan/small",
+                                                   "dagan/small_spade"])
+    p.add_argument("--minutes", type=float, default=15.0, help="training time per recipe (<= 15 in the report)")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                   help="what --minutes counts: this process's CPU time (the same compute for every recipe however "
+                        "busy a shared machine is) or wall time")
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=None, help="training batch (default: the recipe's)")
     p.add_argument("--videos", type=int, default=100, help="synthetic videos (10%% are held out)")
     p.add_argument("--frames", type=int, default=32, help="frames per synthetic video")
     p.add_argument("--eval-frames", type=int, default=None, help="frames per held-out video (default: all)")
@@ -142,7 +197,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--out", default=None, help="also write the results as JSON")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="recipe overrides applied to every recipe, after the benchmark's own (KEY=VALUE)")
+    p.add_argument("--table", nargs="+", default=None, metavar="JSON",
+                   help="only print the table of earlier --out files (runs nothing)")
     args = p.parse_args(argv)
+    if args.table:
+        rows = [r for path in args.table for r in json.loads(Path(path).read_text())]
+        print_table(rows, rows[0]["size"])
+        return rows
     args.data = args.data or f"data/synth{args.size}"
     torch.set_num_threads(args.threads)
     if not Path(args.data).exists():
@@ -151,20 +212,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         t = time.perf_counter()
         write_synthetic_dataset(args.data, videos=args.videos, frames=args.frames, size=args.size, seed=0)
         print(f"synthetic data written to {args.data} in {time.perf_counter() - t:.0f} s")
+    if args.clock == "cpu":
+        _register_cpu_budget()
     rows = [run(r, args) for r in args.recipes]
-    print()
-    print(f"held-out reconstruction on {rows[0]['frames']} test frames ({args.size} px); start = initial weights, "
-          f"end = after training, copy = prediction := source")
-    head = f"{'recipe':<12} {'iters':>6} {'train s':>8}  {'L1 start':>8} {'L1 end':>8} {'L1 copy':>8}  " \
-           f"{'PSNR start':>10} {'PSNR end':>9} {'PSNR copy':>9}"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        f = lambda v: f"{v:.4f}" if math.isfinite(v) else str(v)  # noqa: E731
-        g = lambda v: f"{v:.2f}" if math.isfinite(v) else str(v)  # noqa: E731
-        print(f"{r['recipe']:<12} {r['iterations']:>6} {r['train_seconds']:>8.0f}  {f(r['start_l1']):>8} "
-              f"{f(r['end_l1']):>8} {f(r['copy_l1']):>8}  {g(r['start_psnr']):>10} {g(r['end_psnr']):>9} "
-              f"{g(r['copy_psnr']):>9}")
+    print_table(rows, args.size)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
     return rows

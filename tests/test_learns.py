@@ -34,3 +34,28 @@ def test_learns_benchmark_a_few_steps(tmp_path):
         assert 0 < r["copy_l1"] < r["start_l1"]  # an untrained generator is worse than copying the source
         assert r["end_l1"] != r["start_l1"]  # two steps changed the weights
         assert (tmp_path / "work" / r["recipe"].replace("/", "_") / "weights.pth").is_file()
+
+
+def test_learns_batch_is_the_recipes_unless_given():
+    learns = _learns()
+
+    def batch(recipe, given=None):
+        args = learns.argparse.Namespace(batch=given, workers=0, data="d", videos=4, frames=4, minutes=1, clock="cpu")
+        return learns.training_options(recipe, args)["train_dataloader"]["batch_size"]
+
+    assert batch("smac/small") == 4 and batch("mcnet/small") == 8 and batch("smac/small", given=2) == 2
+
+
+def test_learns_cpu_time_budget_and_table(tmp_path, capsys):
+    learns = _learns()
+    out = tmp_path / "rows.json"
+    rows = learns.main(["--recipes", "fomm/small", "--size", "64", "--videos", "10", "--frames", "6",
+                        "--eval-frames", "3", "--batch", "2", "--threads", "1", "--data", str(tmp_path / "synth"),
+                        "--work-dir", str(tmp_path / "work"), "--out", str(out), "--minutes", "1e-6",
+                        "--cfg-options", "train_cfg.max_iters=5"])
+    # a CPU-time budget of 60 microseconds is used up by the first iteration, long before max_iters
+    assert rows[0]["iterations"] == 1 and rows[0]["batch"] == 2 and rows[0]["cpu_seconds"] >= 0
+    capsys.readouterr()
+    assert learns.main(["--table", str(out)]) == rows  # the table of earlier --out files, nothing run
+    printed = capsys.readouterr().out
+    assert "fomm/small" in printed and f"{rows[0]['end_l1']:.4f}" in printed
