@@ -67,7 +67,8 @@ def training_options(recipe: str, args) -> dict:
     opts["default_hooks.logger.interval"] = 20
     # the recipe's attribute schedules (TPSMM's TPS dropout and background switch) are part of its training
     schedules = [h for h in cfg.get("custom_hooks", []) if h.get("type") == "PartAttributeScheduleHook"]
-    budget = "CpuTimeBudgetHook" if args.clock == "cpu" else "TimeBudgetHook"
+    # callers that build their own Namespace (benchmarks/semantic_prior.py) get the wall-time hook as before
+    budget = "CpuTimeBudgetHook" if getattr(args, "clock", "wall") == "cpu" else "TimeBudgetHook"
     opts["custom_hooks"] = [dict(type="TrainRecordsHook"), dict(type=budget, seconds=args.minutes * 60),
                             dict(type="SampleGridHook", interval=10**9, num_samples=4), dict(type="ExportWeightsHook"),
                             *schedules]
