@@ -42,6 +42,15 @@ def run_cli(*args, env=None, cwd=None):
                           cwd=cwd or ROOT, timeout=600)
 
 
+def one_line_error(capsys, *needles) -> str:
+    """The captured stderr of a CLI call that failed: one ``error: ...`` line, no traceback, naming each needle."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 from PIL import Image
 
 from thkit.cli import main as thkit_main
@@ -16,14 +17,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 64
 RUN = ["--no-progress", "--device", "cpu"]
 TINY = ["--recipe", "fomm/tiny_fixture", "--random-weights"]
-
-
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +65,7 @@ def test_recipe_from_a_model_folder(media, tmp_path, capsys):
     rc = thkit_main(["animate", *RUN, "--recipe", "fomm/tiny_fixture", "--checkpoint", str(folder), "-s",
                      str(media["face"]), "-d", str(media["clip"]), "-o", str(tmp_path / "bad.mp4")])
     assert rc != 0 and not (tmp_path / "bad.mp4").exists()
-    _one_line_error(capsys, "does not fit recipe fomm/tiny_fixture", "kp.bias (5,) vs (10,)")
+    one_line_error(capsys, "does not fit recipe fomm/tiny_fixture", "kp.bias (5,) vs (10,)")
 
 
 def test_still_driving_image(media, tmp_path, capsys):
@@ -91,7 +84,7 @@ def test_still_driving_image(media, tmp_path, capsys):
     bad = tmp_path / "many.png"
     assert thkit_main(["animate", *TINY, *RUN, "-s", str(media["face"]), "-d", str(media["clip"]), "-o",
                        str(bad)]) != 0
-    _one_line_error(capsys, "many.png is an image", "6 frames")
+    one_line_error(capsys, "many.png is an image", "6 frames")
     assert not bad.exists()
 
 
@@ -117,7 +110,7 @@ def test_paste_back_keeps_the_source_outside_the_face(media, tmp_path, capsys):
     # the layouts exclude each other
     assert thkit_main(["animate", *TINY, *RUN, "-s", str(media["photo"]), "-d", str(media["still"]), "-o",
                        str(tmp_path / "x.mp4"), "--paste-back", "--side-by-side"]) != 0
-    _one_line_error(capsys, "--paste-back", "--side-by-side")
+    one_line_error(capsys, "--paste-back", "--side-by-side")
 
 
 def test_find_best_frame_and_best_frame(media, tmp_path, capsys):
@@ -149,7 +142,7 @@ def test_reference_frame_errors_one_line(media, tmp_path, capsys, case):
         args += ["--best-frame", "1", "--absolute"]
         needles = ["--best-frame picks the reference frame of relative motion", "absolute motion"]
     assert thkit_main(["animate", *TINY, *RUN, *args]) != 0
-    _one_line_error(capsys, *needles)
+    one_line_error(capsys, *needles)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 
 from thkit.builder import build_model
 from thkit.cli import main as thkit_main
@@ -259,14 +260,6 @@ def test_animate_side_by_side_and_absolute(media, tmp_path, capsys):
     assert np.abs(frames[0][:, :SIZE].astype(int) - frames[3][:, :SIZE].astype(int)).mean() < 3
 
 
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-    return err
-
-
 @pytest.mark.parametrize("case", ["missing_source", "not_image", "missing_driving", "broken_video", "no_face",
                                   "no_weights", "bad_extension", "missing_checkpoint"])
 def test_animate_bad_inputs_one_line_no_output(case, media, tmp_path, capsys):
@@ -300,7 +293,7 @@ def test_animate_bad_inputs_one_line_no_output(case, media, tmp_path, capsys):
         needle = ["checkpoint", "missing.pt", "does not exist"]
     rc = _animate(*extra, "--source", args["source"], "--driving", args["driving"], "--out", out)
     assert rc == 2
-    _one_line_error(capsys, *needle)
+    one_line_error(capsys, *needle)
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
@@ -313,7 +306,7 @@ def test_animate_checkpoint_of_another_recipe(media, tmp_path, capsys):
     out.write_bytes(b"previous result")
     rc = _animate("--checkpoint", ckpt, "--source", media["source"], "--driving", media["driving"], "--out", out)
     assert rc == 2
-    _one_line_error(capsys, "tps.pt", "does not fit recipe fomm/tiny_fixture", "missing keys")
+    one_line_error(capsys, "tps.pt", "does not fit recipe fomm/tiny_fixture", "missing keys")
     assert out.read_bytes() == b"previous result"  # an existing output is never clobbered by a failed run
     assert _leftovers(tmp_path) == []
 
@@ -329,7 +322,7 @@ def test_animate_size_follows_into_the_recipe(media, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     args = ("--checkpoint", ckpt, "--source", media["source"], "--driving", media["driving"], "--out", out)
     assert _animate(*args, recipe="smac/small") == 2
-    _one_line_error(capsys, "smac64.pt", "position_emb (64, 16) vs (256, 16)")
+    one_line_error(capsys, "smac64.pt", "position_emb (64, 16) vs (256, 16)")
     assert _animate(*args, "--size", 64, recipe="smac/small") == 0
     info = probe_video(out)
     assert (info.width, info.height) == (64, 64)
@@ -466,7 +459,7 @@ def test_eval_explicit_metric_without_weights_is_an_error(dataset, tmp_path, cap
     rc = thkit_main(["eval", "fomm/tiny_fixture", "--random-weights", "--data", str(dataset), "--metrics", "L1",
                      "LPIPS", "--out", str(out), "--no-progress"])
     assert rc == 2
-    _one_line_error(capsys, "LPIPS", "vgg16-397923af.pth")
+    one_line_error(capsys, "LPIPS", "vgg16-397923af.pth")
     assert not out.exists()
 
 
@@ -483,7 +476,7 @@ def test_eval_cross_id(dataset, tmp_path, capsys):
     rc = thkit_main(["eval", "fomm/tiny_fixture", "--random-weights", "--data", str(dataset), "--protocol", "cross-id",
                      "--metrics", "L1", "--out", str(tmp_path / "x.json"), "--no-progress"])
     assert rc == 2
-    _one_line_error(capsys, "L1", "cross-id")
+    one_line_error(capsys, "L1", "cross-id")
 
     # pairs from a CSV (video names, a file name, a frame inside a folder); unknown rows are counted
     csv = tmp_path / "pairs.csv"

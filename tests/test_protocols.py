@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 from PIL import Image
 
 from thkit.builder import build_model
@@ -44,14 +45,6 @@ def _frame(root, video, index):
     from thkit.datasets.frames import open_video, to_tensor
 
     return to_tensor(open_video(root / "test" / video).read([index]), (SIZE, SIZE), (0.0, 1.0))
-
-
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 class Recorder:
@@ -261,7 +254,7 @@ def test_bad_protocol_and_pairs_one_line(case, data, tmp_path, capsys):
         rc = thkit_main(args + ["--protocol", "smac", "--pairs", str(csv)])
         needles = [f"{csv} line 2", "idX#nope", "names no video"]
     assert rc == 2
-    _one_line_error(capsys, *needles)
+    one_line_error(capsys, *needles)
     assert not (tmp_path / "o.json").exists()
 
 

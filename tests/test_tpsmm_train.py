@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 from mmengine.optim import OptimWrapperDict
 
 from thkit.cli import main as thkit_main
@@ -306,13 +307,6 @@ def _animate(*extra):
                        *map(str, extra)])
 
 
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-
-
 def test_animate_mode_avd_with_an_official_checkpoint(official_file, media, tmp_path, capsys):
     from thkit.api import create_model
     from thkit.builder import build
@@ -358,14 +352,14 @@ def test_animate_mode_errors_are_one_line(official_file, fixtures_dir, media, tm
     common = ("--source", media["source"], "--driving", media["driving"])
     rc = _animate("--checkpoint", official_file, "--mode", "avx", *common, "--out", tmp_path / "a.mp4")
     assert rc != 0
-    _one_line_error(capsys, "'avx'", "relative", "absolute", "avd")
+    one_line_error(capsys, "'avx'", "relative", "absolute", "avd")
     sd = torch.load(official_file, weights_only=True)
     no_avd = tmp_path / "no_avd.pth.tar"
     torch.save({k: v for k, v in sd.items() if k != "avd_network"}, no_avd)
     rc = _animate("--checkpoint", no_avd, "--mode", "avd", *common, "--out", tmp_path / "b.mp4")
     assert rc != 0
-    _one_line_error(capsys, "no 'avd_network' weights", "--mode relative")
+    one_line_error(capsys, "no 'avd_network' weights", "--mode relative")
     rc = _animate("--checkpoint", official_file, "--mode", "avd", "--absolute", *common, "--out", tmp_path / "c.mp4")
     assert rc != 0
-    _one_line_error(capsys, "--relative/--absolute")
+    one_line_error(capsys, "--relative/--absolute")
     assert not any(tmp_path.glob("*.mp4"))
