@@ -6,10 +6,11 @@ For each recipe (default: every method's small recipe, ``fomm/small``, ``smac/sm
 
 1. the synthetic dataset (``thkit.datasets.synthetic``) is written once to ``--data`` (no download);
 2. ``thkit train``'s runner is built (``thkit.engine.runner.build_runner``) with the recipe's losses, optimisers and
-   batch size (``--batch`` overrides it), the synthetic data, and a budget of ``--minutes``: with ``--clock cpu``
-   (default) of this process's CPU time, so that every recipe gets the same compute however busy a shared machine
-   is; with ``--clock wall`` a :class:`~thkit.engine.hooks.TimeBudgetHook` of wall time.  Recipes without some
-   training entries get those from ``recipes/_base_/`` (runtime, the method's schedule, synthetic data);
+   batch size (``--batch`` overrides it), the synthetic data, and a budget of ``--minutes``
+   (:class:`~thkit.engine.hooks.TimeBudgetHook`): with ``--clock cpu`` (default) of this process's CPU time, so that
+   every recipe gets the same compute however busy a shared machine is; with ``--clock wall`` of wall time.
+   Recipes without some training entries get those from ``recipes/_base_/`` (runtime, the method's schedule,
+   synthetic data);
 3. held-out reconstruction (FOMM's protocol: frame 0 of each *test* video is the source of all its other frames) is
    measured with :class:`thkit.metrics.pixel.L1` / :class:`~thkit.metrics.pixel.PSNR` on the initial generator, on the
    trained one, and for ``prediction = source`` (copy the source: what a model that never moves scores).
@@ -68,37 +69,13 @@ def training_options(recipe: str, args) -> dict:
     # the recipe's attribute schedules (TPSMM's TPS dropout and background switch) are part of its training
     schedules = [h for h in cfg.get("custom_hooks", []) if h.get("type") == "PartAttributeScheduleHook"]
     # callers that build their own Namespace (benchmarks/semantic_prior.py) get the wall-time hook as before
-    budget = "CpuTimeBudgetHook" if getattr(args, "clock", "wall") == "cpu" else "TimeBudgetHook"
-    opts["custom_hooks"] = [dict(type="TrainRecordsHook"), dict(type=budget, seconds=args.minutes * 60),
+    budget = dict(type="TimeBudgetHook", seconds=args.minutes * 60, clock=getattr(args, "clock", "wall"))
+    opts["custom_hooks"] = [dict(type="TrainRecordsHook"), budget,
                             dict(type="SampleGridHook", interval=10**9, num_samples=4), dict(type="ExportWeightsHook"),
                             *schedules]
     if "perceptual" in cfg.get("losses", {}):
         opts["losses.perceptual.allow_random"] = True
     return opts
-
-
-def _register_cpu_budget() -> None:
-    """Register :class:`CpuTimeBudgetHook` (benchmark-local) in thkit's hook registry."""
-    from thkit.engine.hooks import TimeBudgetHook
-    from thkit.registry import HOOKS
-
-    if HOOKS.get("CpuTimeBudgetHook") is not None:
-        return
-
-    @HOOKS.register_module()
-    class CpuTimeBudgetHook(TimeBudgetHook):
-        """:class:`~thkit.engine.hooks.TimeBudgetHook` on this process's CPU time (``time.process_time``, all its
-        threads) instead of wall time: on a shared machine a wall-time budget gives a recipe fewer iterations the
-        busier the machine is; a CPU-time budget gives every recipe the same compute whatever the load."""
-
-        def before_train(self, runner) -> None:
-            self._start = time.process_time()
-
-        def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-            if time.process_time() - self._start >= self.seconds and not runner.train_loop.stop_training:
-                runner.logger.info(f"CPU-time budget of {self.seconds:.0f} s used up at iteration {runner.iter + 1}: "
-                                   "stopping")
-                runner.train_loop.stop_training = True
 
 
 @torch.no_grad()
@@ -213,8 +190,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         t = time.perf_counter()
         write_synthetic_dataset(args.data, videos=args.videos, frames=args.frames, size=args.size, seed=0)
         print(f"synthetic data written to {args.data} in {time.perf_counter() - t:.0f} s")
-    if args.clock == "cpu":
-        _register_cpu_budget()
     rows = [run(r, args) for r in args.recipes]
     print_table(rows, args.size)
     if args.out:

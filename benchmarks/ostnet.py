@@ -57,32 +57,6 @@ FACTORS = (0.7, 0.8, 0.9, 1.15, 1.3, 1.4)
 # ---------------------------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------------------------
-def _register_cpu_budget_hook():
-    """``CPUTimeBudgetHook``: stop training after ``seconds`` of this process's CPU time (on a shared machine the wall
-    time a budget buys depends on the load; CPU time does not, so both variants get the same compute)."""
-    from mmengine.hooks import Hook
-
-    from thkit.registry import HOOKS
-
-    if HOOKS.get("CPUTimeBudgetHook") is not None:
-        return
-
-    @HOOKS.register_module()
-    class CPUTimeBudgetHook(Hook):
-        priority = "LOWEST"
-
-        def __init__(self, seconds: float):
-            self.seconds, self._start = float(seconds), None
-
-        def before_train(self, runner) -> None:
-            self._start = time.process_time()
-
-        def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-            if time.process_time() - self._start >= self.seconds and not runner.train_loop.stop_training:
-                runner.logger.info(f"CPU budget of {self.seconds:.0f} s used up at iteration {runner.iter + 1}")
-                runner.train_loop.stop_training = True
-
-
 def training_options(variant: str, args) -> dict:
     """``--cfg-options`` for a fixed-budget run of ``ostnet/small`` (``variant`` 'ostnet'), of the same recipe
     without the scale transformation ('baseline'), or without it and without the scale augmentation ('plain': FOMM
@@ -101,7 +75,8 @@ def training_options(variant: str, args) -> dict:
         "param_scheduler": [],
         "default_hooks.checkpoint.interval": 10**9,
         "default_hooks.logger.interval": 50,
-        "custom_hooks": [dict(type="TrainRecordsHook"), dict(type="CPUTimeBudgetHook", seconds=args.minutes * 60)],
+        "custom_hooks": [dict(type="TrainRecordsHook"),
+                         dict(type="TimeBudgetHook", seconds=args.minutes * 60, clock="cpu")],
         "seed": args.seed,
     }
     if variant in ("baseline", "plain"):
@@ -129,7 +104,6 @@ def train(variant: str, args):
     from thkit.engine.runner import build_runner
     from thkit.engine.trainer import unwrap
 
-    _register_cpu_budget_hook()
     runner = build_runner(RECIPE, work_dir=str(Path(args.work_dir) / variant), size=args.size,
                           cfg_options=training_options(variant, args))
     t0, c0 = time.perf_counter(), time.process_time()

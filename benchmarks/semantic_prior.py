@@ -44,18 +44,6 @@ def train(variant: str, args) -> dict:
     from thkit.engine.hooks import TimeBudgetHook
     from thkit.engine.runner import build_runner
 
-    class CpuBudgetHook(TimeBudgetHook):
-        """Stop after ``seconds`` of this process's CPU time (one thread, no loader workers: the whole training), so
-        that the budget does not depend on how busy the shared machine is."""
-
-        def before_train(self, runner) -> None:
-            self._start = time.process_time()
-
-        def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-            if time.process_time() - self._start >= self.seconds and not runner.train_loop.stop_training:
-                runner.logger.info(f"CPU budget of {self.seconds:.0f} s used up at iteration {runner.iter + 1}")
-                runner.train_loop.stop_training = True
-
     # wall-time cap 4x the CPU budget (a safety net on a busy machine)
     ns = argparse.Namespace(videos=100, frames=32, batch=args.batch, workers=0, data=args.data,
                             minutes=4 * args.minutes)
@@ -66,7 +54,7 @@ def train(variant: str, args) -> dict:
     work_dir = Path(args.work_dir) / variant
     torch.manual_seed(0)
     runner = build_runner(RECIPE, work_dir=str(work_dir), size=64, cfg_options=opts)
-    runner.register_hook(CpuBudgetHook(args.minutes * 60), priority="LOWEST")
+    runner.register_hook(TimeBudgetHook(args.minutes * 60, clock="cpu"), priority="LOWEST")
     t0, c0 = time.perf_counter(), time.process_time()
     runner.train()
     return dict(variant=variant, iterations=int(runner.iter), wall_seconds=round(time.perf_counter() - t0, 1),

@@ -46,8 +46,12 @@ def test_learns_batch_is_the_recipes_unless_given():
     assert batch("smac/small") == 4 and batch("mcnet/small") == 8 and batch("smac/small", given=2) == 2
     # a caller's own Namespace without ``clock`` (benchmarks/semantic_prior.py) keeps the wall-time budget
     plain = learns.argparse.Namespace(batch=None, workers=0, data="d", videos=4, frames=4, minutes=1)
-    hooks = [h["type"] for h in learns.training_options("fomm/small", plain)["custom_hooks"]]
-    assert "TimeBudgetHook" in hooks and "CpuTimeBudgetHook" not in hooks
+    def clocks(args):
+        return [h["clock"] for h in learns.training_options("fomm/small", args)["custom_hooks"]
+                if h["type"] == "TimeBudgetHook"]
+
+    assert clocks(plain) == ["wall"]
+    assert clocks(learns.argparse.Namespace(**vars(plain), clock="cpu")) == ["cpu"]
 
 
 def test_learns_cpu_time_budget_and_table(tmp_path, capsys):

@@ -546,3 +546,18 @@ def test_progress_bar_and_time_budget_hooks(capsys):
     time.sleep(0.06)
     budget.after_train_iter(runner, 0)
     assert runner.train_loop.stop_training
+
+    # the CPU-time clock: sleeping uses no budget, computing does
+    runner.train_loop.stop_training = False
+    cpu = TimeBudgetHook(seconds=0.05, clock="cpu")
+    cpu.before_train(runner)
+    time.sleep(0.1)
+    cpu.after_train_iter(runner, 0)
+    assert not runner.train_loop.stop_training
+    start = time.process_time()
+    while time.process_time() - start < 0.06:
+        pass
+    cpu.after_train_iter(runner, 0)
+    assert runner.train_loop.stop_training
+    with pytest.raises(ValueError, match="clock must be one of wall, cpu"):
+        TimeBudgetHook(seconds=1, clock="gpu")

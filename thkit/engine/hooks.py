@@ -291,32 +291,41 @@ class TrainRecordsHook(Hook):
 
 @HOOKS.register_module()
 class TimeBudgetHook(Hook):
-    """Stop training cleanly after ``seconds`` of wall time (checked after every iteration; the final
-    checkpoint, records and exports happen as at a normal end).  For fixed-budget runs and benchmarks.
+    """Stop training cleanly after ``seconds`` of wall time, or of this process's CPU time (checked after every
+    iteration; the final checkpoint, records and exports happen as at a normal end).  For fixed-budget runs and
+    benchmarks.
 
     Args:
         seconds: the training-time budget (from the first iteration; data preparation is not counted).
+        clock: ``'wall'`` (``time.monotonic``) or ``'cpu'`` (``time.process_time``, all of this process's threads;
+            loader workers are other processes): on a shared machine a wall-time budget buys fewer iterations the
+            busier the machine is, a CPU-time budget the same compute whatever the load.
     """
 
     priority = "LOWEST"
+    CLOCKS = ("wall", "cpu")
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, clock: str = "wall"):
         if float(seconds) <= 0:
             raise ValueError(f"TimeBudgetHook: seconds must be > 0, got {seconds}")
+        if clock not in self.CLOCKS:
+            raise ValueError(f"TimeBudgetHook: clock must be one of {', '.join(self.CLOCKS)}, got {clock!r}")
         self.seconds = float(seconds)
+        self.clock = clock
         self._start: float | None = None
 
-    def before_train(self, runner) -> None:
+    def _now(self) -> float:
         import time
 
-        self._start = time.monotonic()
+        return time.process_time() if self.clock == "cpu" else time.monotonic()
+
+    def before_train(self, runner) -> None:
+        self._start = self._now()
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        import time
-
         import torch.distributed as dist
 
-        over = self._start is not None and time.monotonic() - self._start >= self.seconds
+        over = self._start is not None and self._now() - self._start >= self.seconds
         if dist.is_available() and dist.is_initialized():  # every process stops at the same iteration: rank 0's
             flag = torch.tensor([1.0 if over else 0.0])
             if dist.get_backend() == "nccl":
@@ -324,7 +333,8 @@ class TimeBudgetHook(Hook):
             dist.broadcast(flag, 0)
             over = float(flag) > 0
         if over and not runner.train_loop.stop_training:
-            runner.logger.info(f"time budget of {self.seconds:.0f} s used up at iteration {runner.iter + 1}: stopping")
+            runner.logger.info(f"{'CPU-' if self.clock == 'cpu' else ''}time budget of {self.seconds:.0f} s used up at "
+                               f"iteration {runner.iter + 1}: stopping")
             runner.train_loop.stop_training = True
 
 
