@@ -18,5 +18,7 @@ EDITABLE = "editable_wheel" in sys.argv
 setup(
     packages=find_packages(include=["thkit", "thkit.*"]) + ([] if EDITABLE else recipe_packages),
     package_dir={} if EDITABLE else {"thkit.recipes": "recipes"},
-    package_data={} if EDITABLE else {pkg: ["*.md", "*.json"] for pkg in recipe_packages},
+    # thkit/assets/samples: the web app's example media (scripts/make-samples)
+    package_data={} if EDITABLE else {"thkit": ["assets/samples/*"],
+                                      **{pkg: ["*.md", "*.json"] for pkg in recipe_packages}},
 )

@@ -3,8 +3,8 @@
 Nothing in thkit imports this package; each command parses its arguments and calls the library
 (:mod:`thkit.api` for models).  Commands: ``build``, ``list``, ``plugins``, ``convert`` (:mod:`.build`),
 ``train`` (:mod:`.train`), ``animate``, ``eval``, ``demo`` (:mod:`.infer`), ``data`` (:mod:`.data`), ``export``
-(:mod:`.export`).  Errors a user can make end with a one-line message and exit code 2; ``--debug`` shows the
-traceback.
+(:mod:`.export`), ``app`` (:mod:`.app`, the web app).  Errors a user can make end with a one-line message and exit
+code 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from thkit.cli import build, data, export, infer, train
+from thkit.cli import app, build, data, export, infer, train
 from thkit.cli._common import EXIT_FAILURE, EXIT_USER_ERROR
 
 __all__ = ["EXIT_FAILURE", "EXIT_USER_ERROR", "main", "make_parser"]
@@ -25,7 +25,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (build, train, infer, data, export):
+    for module in (build, train, infer, data, export, app):
         module.add_commands(sub)
     return p
 

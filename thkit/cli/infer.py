@@ -12,6 +12,15 @@ from thkit.cli._common import add_model_args, batch_size, console, load_model, s
 
 
 def cmd_animate(args) -> int:
+    res, line = run_animate(args)
+    print(line)
+    return 0
+
+
+def run_animate(args, models: dict | None = None, on_frame=None):
+    """The work of ``thkit animate`` on its parsed arguments (the web app, :mod:`.app`, runs the same):
+    returns ``(AnimateResult, the one-line summary)``.  ``models``: a cache ``{model arguments: (model, recipe)}``
+    kept between calls; ``on_frame``: called with every written frame (progress)."""
     from thkit.inference.animate import (
         BUILTIN_MODES,
         animate_video,
@@ -33,10 +42,16 @@ def cmd_animate(args) -> int:
 
     check_backend(args.backend, args.precision, device)
     set_threads(args)
-    model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
-                            args.cfg_options, device, size=args.size)
-    if args.random_weights:
-        print("note: --random-weights: the model is untrained, the video shows noise-like output")
+    key = (args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
+           repr(args.cfg_options), str(device), args.size)
+    if models is not None and key in models:
+        model, cfg = models[key]
+    else:
+        model, cfg = load_model(args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format,
+                                args.trusted, args.cfg_options, device, size=args.size)
+        if models is not None:
+            models.clear()  # one model held at a time
+            models[key] = (model, cfg)
     transfer_net = None
     if mode is not None and mode not in BUILTIN_MODES:
         if args.relative is not None:
@@ -59,7 +74,7 @@ def cmd_animate(args) -> int:
         audio=not args.no_audio, batch_size=batch_size(args, device), device=device,
         progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf, keypoint_transfer=transfer_net,
         best_frame=args.best_frame, find_best_frame=args.find_best_frame, paste_back=args.paste_back,
-        control=control, precision=args.precision)
+        control=control, precision=args.precision, on_frame=on_frame)
     if transfer_net is not None:
         desc = f"{mode} mode: keypoints from the recipe's network"
     else:
@@ -73,10 +88,12 @@ def cmd_animate(args) -> int:
     desc += f"; {control.describe()}" if control is not None else ""
     crop = f"; face crop by {res.crop['detector']}" if res.crop else ""
     crop += ", pasted back into the source" if args.paste_back else ""
-    print(f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps "
-          f"({desc}{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}"
-          + (f" ({args.backend}, {args.precision})" if (args.backend, args.precision) != ("torch", "fp32") else ""))
-    return 0
+    line = (f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps "
+            f"({desc}{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}"
+            + (f" ({args.backend}, {args.precision})" if (args.backend, args.precision) != ("torch", "fp32") else ""))
+    if args.random_weights:
+        line = "note: --random-weights: the model is untrained, the video shows noise-like output\n" + line
+    return res, line
 
 
 def cmd_eval(args) -> int:

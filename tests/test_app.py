@@ -1,0 +1,173 @@
+"""`thkit app` in a real headless browser: the app runs as its own process on 127.0.0.1 (a tiny model folder made
+here), Debian's chromium (driven by Playwright) uploads the repository's sample files, presses Animate and waits for
+the player; the video the app wrote must decode to the driving clip's frame count at the model's size, equal what
+`thkit animate` writes for the same inputs, and be what the page plays.  Without chromium the test fails with the
+line that installs it (CI installs it)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, one_line_error
+
+from thkit.cli import main as thkit_main
+from thkit.video import iter_frames, probe_video
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SAMPLES = ROOT / "thkit" / "assets" / "samples"
+SOURCE, DRIVING = SAMPLES / "source.png", SAMPLES / "driving.mp4"
+SIZE = 64  # fomm/tiny_fixture's
+#: chromium on a closed network: without the background-networking flags it waits on the network
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("chromium not found: the web app test needs Debian's chromium "
+                    "(apt-get install -y chromium chromium-driver)", pytrace=False)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A model folder of fomm/tiny_fixture (random weights): recipe and size come with it."""
+    import thkit
+    from thkit.model_folder import save_model_folder
+
+    model = thkit.create_model("fomm/tiny_fixture")
+    return save_model_folder(tmp_path_factory.mktemp("app") / "tiny", {"model": model.state_dict()},
+                             model.recipe.to_dict())
+
+
+@contextlib.contextmanager
+def running_app(folder: Path, out_dir: Path, log: Path, timeout: float = 90.0):
+    """``thkit app`` in a subprocess; yields its URL once it answers, stops it (and its children) afterwards."""
+    port = _free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "thkit.cli", "app", "--checkpoint", str(folder), "--port",
+                                 str(port), "--out-dir", str(out_dir), "--device", "cpu", "--threads", "1"],
+                                stdout=f, stderr=subprocess.STDOUT, env=env, cwd=out_dir.parent,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        t0 = time.monotonic()
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"thkit app exited with {proc.returncode}: {log.read_text()[-2000:]}", pytrace=False)
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - t0 > timeout:
+                pytest.fail(f"thkit app did not answer on {url} within {timeout:.0f} s: {log.read_text()[-2000:]}",
+                            pytrace=False)
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=15)
+
+
+def test_app_in_a_browser_animates_the_samples(model_folder, tmp_path, capsys):
+    chromium = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail('playwright is not installed: pip install -e ".[test]"', pytrace=False)
+    n_frames = probe_video(DRIVING).num_frames
+    out_dir = tmp_path / "animations"
+    log = tmp_path / "app.log"
+    with running_app(model_folder, out_dir, log) as url, sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=chromium,
+                                                    headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = ctx.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.wait_for_selector("#animate")
+            # the model folder given on the command line is preselected
+            assert page.locator("#model input").input_value() == str(model_folder)
+            page.locator("#source input[type=file]").set_input_files(str(SOURCE))
+            page.locator("#driving input[type=file]").set_input_files(str(DRIVING))
+            page.wait_for_selector("#source img")
+            page.get_by_text("driving.mp4").first.wait_for()
+            page.click("#animate")
+            # the player has the video and the browser decoded it
+            page.wait_for_function("() => { const v = document.querySelector('#result video');"
+                                   " return v && v.readyState >= 2 && v.videoWidth > 0; }")
+            shown = page.evaluate("() => { const v = document.querySelector('#result video');"
+                                  " return {src: v.currentSrc, w: v.videoWidth, h: v.videoHeight, t: v.duration}; }")
+            page.wait_for_function("() => document.querySelector('#log textarea').value.startsWith('wrote')")
+            text = page.locator("#log textarea").input_value()
+        finally:
+            ctx.close()
+    out = out_dir / "source--driving.mp4"  # animate's default name
+    assert out.is_file(), log.read_text()[-2000:]
+    assert f"wrote {out}: {n_frames} frames {SIZE}x{SIZE}" in text, text
+    frames = np.stack(list(iter_frames(out)))
+    assert frames.shape == (n_frames, SIZE, SIZE, 3)
+    assert shown["src"].endswith("/source--driving.mp4") and (shown["w"], shown["h"]) == (SIZE, SIZE), shown
+    assert abs(shown["t"] - n_frames / float(probe_video(DRIVING).fps)) < 0.1, shown
+    assert not list(out_dir.glob(".*tmp*")), "a temporary file was left behind"
+    # the same run by `thkit animate`: the app is that command
+    cli_out = tmp_path / "cli.mp4"
+    assert thkit_main(["animate", "--checkpoint", str(model_folder), "-s", str(SOURCE), "-d", str(DRIVING), "-o",
+                       str(cli_out), "--device", "cpu", "--no-progress"]) == 0, capsys.readouterr().err
+    cli = np.stack(list(iter_frames(cli_out)))
+    assert np.abs(cli.astype(int) - frames.astype(int)).max() <= 2
+
+
+def test_app_choices_become_animate_arguments(model_folder, tmp_path):
+    """What the page's fields set on `thkit animate`'s arguments, and one-line errors for what cannot go together."""
+    from thkit.cli.app import animate_args
+    from thkit.errors import ThkitError
+
+    a = animate_args(str(SOURCE), str(DRIVING), str(model_folder), out_dir=tmp_path, reference="frame N", frame=3,
+                     layout="pasted back into the source", motion="absolute", max_frames=5)
+    assert (a.checkpoint, a.recipe, a.best_frame, a.paste_back, a.relative, a.max_frames) == \
+        (str(model_folder), None, 3, True, False, 5)
+    assert Path(a.out) == tmp_path / "source--driving.mp4" and not a.side_by_side and not a.find_best_frame
+    a = animate_args(str(SOURCE), str(DRIVING), "fomm/small", random_weights=True, reference="best match (face "
+                     "landmarks)", out_dir=tmp_path, out_name="../x.mp4", size=64)
+    assert (a.recipe, a.random_weights, a.find_best_frame, a.size, Path(a.out)) == \
+        ("fomm/small", True, True, 64, tmp_path / "x.mp4")  # the output stays in the app's folder
+    for kw, needle in ((dict(model="fomm/small"), "needs weights"),
+                       (dict(model=str(model_folder), random_weights=True), "holds its weights"),
+                       (dict(model=str(model_folder), reference="frame N"), "needs N"),
+                       (dict(model=""), "no model")):
+        with pytest.raises(ThkitError, match=needle):
+            animate_args(str(SOURCE), str(DRIVING), **kw)
+    with pytest.raises(ThkitError, match="no driving video"):
+        animate_args(str(SOURCE), None, str(model_folder))
+
+
+def test_without_gradio_one_line_names_the_extra(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
+    assert thkit_main(["app"]) == 2
+    one_line_error(capsys, "needs Gradio", 'pip install -e ".[app]"')
