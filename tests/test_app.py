@@ -117,10 +117,15 @@ def test_app_in_a_browser_animates_the_samples(model_folder, tmp_path, capsys):
             page.locator("#driving input[type=file]").set_input_files(str(DRIVING))
             page.wait_for_selector("#source img")
             page.get_by_text("driving.mp4").first.wait_for()
+            page.click("#options button")  # one of animate's options: the side by side layout
+            page.locator("#layout").get_by_text("source | driving | result").click()
             page.click("#animate")
-            # the player has the video and the browser decoded it
+            # the player has the video and the browser decoded it (or the app showed an error)
             page.wait_for_function("() => { const v = document.querySelector('#result video');"
-                                   " return v && v.readyState >= 2 && v.videoWidth > 0; }")
+                                   " return (v && v.readyState >= 2 && v.videoWidth > 0)"
+                                   " || document.querySelector('.toast-body') !== null; }")
+            toast = page.locator(".toast-body")
+            assert not toast.count(), f"the app showed an error: {toast.first.inner_text()}"
             shown = page.evaluate("() => { const v = document.querySelector('#result video');"
                                   " return {src: v.currentSrc, w: v.videoWidth, h: v.videoHeight, t: v.duration}; }")
             page.wait_for_function("() => document.querySelector('#log textarea').value.startsWith('wrote')")
@@ -129,16 +134,17 @@ def test_app_in_a_browser_animates_the_samples(model_folder, tmp_path, capsys):
             ctx.close()
     out = out_dir / "source--driving.mp4"  # animate's default name
     assert out.is_file(), log.read_text()[-2000:]
-    assert f"wrote {out}: {n_frames} frames {SIZE}x{SIZE}" in text, text
+    assert f"wrote {out}: {n_frames} frames {3 * SIZE}x{SIZE}" in text, text
     frames = np.stack(list(iter_frames(out)))
-    assert frames.shape == (n_frames, SIZE, SIZE, 3)
-    assert shown["src"].endswith("/source--driving.mp4") and (shown["w"], shown["h"]) == (SIZE, SIZE), shown
+    assert frames.shape == (n_frames, SIZE, 3 * SIZE, 3)  # source | driving | result
+    assert shown["src"].endswith("/source--driving.mp4") and (shown["w"], shown["h"]) == (3 * SIZE, SIZE), shown
     assert abs(shown["t"] - n_frames / float(probe_video(DRIVING).fps)) < 0.1, shown
     assert not list(out_dir.glob(".*tmp*")), "a temporary file was left behind"
     # the same run by `thkit animate`: the app is that command
     cli_out = tmp_path / "cli.mp4"
     assert thkit_main(["animate", "--checkpoint", str(model_folder), "-s", str(SOURCE), "-d", str(DRIVING), "-o",
-                       str(cli_out), "--device", "cpu", "--no-progress"]) == 0, capsys.readouterr().err
+                       str(cli_out), "--side-by-side", "--device", "cpu", "--no-progress"]) == 0, \
+        capsys.readouterr().err
     cli = np.stack(list(iter_frames(cli_out)))
     assert np.abs(cli.astype(int) - frames.astype(int)).max() <= 2
 

@@ -150,19 +150,18 @@ def build_app(model: str = "", weights: str = "", random_weights: bool = False,
                                             placeholder="model folder, thkit or official checkpoint")
                     random_in = gr.Checkbox(random_weights, label="random weights (smoke test)",
                                             elem_id="random-weights")
-                with gr.Accordion("options", open=False):
+                with gr.Accordion("options", open=False, elem_id="options"):
                     motion = gr.Radio(list(MOTIONS), value=MOTIONS[0], label="motion transfer")
                     with gr.Row():
                         reference = gr.Radio(list(REFERENCES), value=REFERENCES[0],
                                              label="reference frame of relative motion")
-                        frame = gr.Number(None, label="N", precision=0, minimum=0)
-                    layout = gr.Radio(list(LAYOUTS), value="result", label="output frames")
+                        frame = gr.Number(0, label="N", precision=0, minimum=0)
+                    layout = gr.Radio(list(LAYOUTS), value="result", label="output frames", elem_id="layout")
                     crop = gr.Checkbox(False, label="crop the face (source and driving) before resizing")
                     with gr.Row():
-                        max_frames = gr.Number(None, label="only the first N frames (empty: all)", precision=0,
-                                               minimum=1)
-                        size = gr.Number(None, label="model input size (empty: the model's)", precision=0,
-                                         minimum=8)
+                        max_frames = gr.Number(0, label="only the first N frames (0: all)", precision=0,
+                                               minimum=0)
+                        size = gr.Number(0, label="model input size (0: the model's)", precision=0, minimum=0)
                     out_name = gr.Textbox("", label=f"output file in {out_dir}",
                                           placeholder="<source>--<driving>.mp4")
                 button = gr.Button("Animate", variant="primary", elem_id="animate")
