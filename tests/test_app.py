@@ -130,6 +130,12 @@ def test_app_in_a_browser_animates_the_samples(model_folder, tmp_path, capsys):
                                   " return {src: v.currentSrc, w: v.videoWidth, h: v.videoHeight, t: v.duration}; }")
             page.wait_for_function("() => document.querySelector('#log textarea').value.startsWith('wrote')")
             text = page.locator("#log textarea").input_value()
+            # a choice animate refuses: its one-line error in the page, nothing written
+            page.locator("#options").get_by_text("frame N", exact=True).click()
+            page.locator("#frame input").fill("99")
+            page.click("#animate")
+            page.wait_for_selector(".toast-body")
+            error = page.locator(".toast-body").first.inner_text()
         finally:
             ctx.close()
     out = out_dir / "source--driving.mp4"  # animate's default name
@@ -140,6 +146,9 @@ def test_app_in_a_browser_animates_the_samples(model_folder, tmp_path, capsys):
     assert shown["src"].endswith("/source--driving.mp4") and (shown["w"], shown["h"]) == (3 * SIZE, SIZE), shown
     assert abs(shown["t"] - n_frames / float(probe_video(DRIVING).fps)) < 0.1, shown
     assert not list(out_dir.glob(".*tmp*")), "a temporary file was left behind"
+    assert "--best-frame 99 is not a frame of the driving video" in error and f"(it has {n_frames} frames" in error, \
+        error
+    assert sorted(p.name for p in out_dir.iterdir()) == ["source--driving.mp4"]
     # the same run by `thkit animate`: the app is that command
     cli_out = tmp_path / "cli.mp4"
     assert thkit_main(["animate", "--checkpoint", str(model_folder), "-s", str(SOURCE), "-d", str(DRIVING), "-o",

@@ -155,7 +155,7 @@ def build_app(model: str = "", weights: str = "", random_weights: bool = False,
                     with gr.Row():
                         reference = gr.Radio(list(REFERENCES), value=REFERENCES[0],
                                              label="reference frame of relative motion")
-                        frame = gr.Number(0, label="N", precision=0, minimum=0)
+                        frame = gr.Number(0, label="N", precision=0, minimum=0, elem_id="frame")
                     layout = gr.Radio(list(LAYOUTS), value="result", label="output frames", elem_id="layout")
                     crop = gr.Checkbox(False, label="crop the face (source and driving) before resizing")
                     with gr.Row():
