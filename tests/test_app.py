@@ -186,3 +186,15 @@ def test_without_gradio_one_line_names_the_extra(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
     assert thkit_main(["app"]) == 2
     one_line_error(capsys, "needs Gradio", 'pip install -e ".[app]"')
+
+
+def test_missing_model_folder_or_busy_port_is_one_line(tmp_path, capsys):
+    assert thkit_main(["app", "--checkpoint", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "out")]) == 2
+    one_line_error(capsys, f"--checkpoint {tmp_path / 'nowhere'} does not exist")
+    assert not (tmp_path / "out").exists()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert thkit_main(["app", "--port", str(port), "--out-dir", str(tmp_path / "out")]) == 2
+    one_line_error(capsys, f"cannot listen on 127.0.0.1:{port}", "pass --port with a free port")

@@ -176,17 +176,35 @@ def build_app(model: str = "", weights: str = "", random_weights: bool = False,
     return app
 
 
+def _check_port(host: str, port: int) -> None:
+    """One line when the app could not listen on ``host:port`` (Gradio's own message is about its settings)."""
+    import socket
+
+    from thkit.inference.errors import InferenceError
+
+    if not 0 < port < 65536:
+        raise InferenceError(f"--port {port} is not a port number (1 to 65535)")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
+            s.bind((host, port))
+    except OSError as e:
+        raise InferenceError(f"cannot listen on {host}:{port} ({e.strerror or e}): pass --port with a free port, "
+                             "or --host with an address of this machine") from e
+
+
 def cmd_app(args) -> int:
     from thkit.cli._common import set_threads
     from thkit.inference.errors import InferenceError
 
-    _require_gradio()
     if args.checkpoint and args.recipe:
         model, weights = args.recipe, args.checkpoint
     else:
         model, weights = args.checkpoint or args.recipe or "", ""
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise InferenceError(f"--checkpoint {args.checkpoint} does not exist")
+    _check_port(args.host, args.port)
+    _require_gradio()
     set_threads(args)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
