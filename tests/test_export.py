@@ -16,6 +16,12 @@ SIZE = 64
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    """The export cache of ``--backend onnxruntime`` in the test's folder, never the user's."""
+    monkeypatch.setenv("THKIT_ONNX_CACHE", str(tmp_path / "onnx_cache"))
+
+
 def _model(recipe: str, options: dict | None = None):
     torch.manual_seed(0)
     return thkit.create_model(recipe, size=SIZE, cfg_options=options)
@@ -132,3 +138,85 @@ def test_flatten_roundtrip():
     assert [n for n, _ in named] == ["cache.a", "cache.b.0", "cache.b.2.c"]
     back = unflatten(json.loads(json.dumps(structure(obj))), iter(t for _, t in named))
     assert back["b"][1] is None and torch.equal(back["b"][2]["c"], obj["b"][2]["c"])
+
+
+def test_export_cache_reused_and_invalidated(tmp_path, monkeypatch):
+    """The cached export is made once: a second load of the same model is a hit (same folder, no export), a changed
+    weight or size is a miss in another folder; the cached graphs reproduce torch; a damaged entry is exported
+    again; ``$THKIT_ONNX_CACHE=off`` exports in memory."""
+    from thkit.export import backend_model, cache_dir, export_key
+
+    cache = tmp_path / "onnx_cache"
+    model = _model("fomm/tiny_fixture")
+    first = backend_model(model, "onnxruntime")
+    assert first.startup["cache"] == "miss" and cache_dir() == cache
+    folder = first.startup["folder"]
+    assert [p.name for p in cache.iterdir()] == [export_key(model)]  # nothing else left behind
+    second = backend_model(model, "onnxruntime")
+    assert second.startup["cache"] == "hit" and second.startup["folder"] == folder
+    assert second.startup["export_s"] < first.startup["export_s"] / 3
+    assert compare_with_torch(model, second, frames=2) < 1e-4
+
+    with torch.no_grad():
+        model.decoder.final.weight[0, 0, 0, 0] += 1e-3  # one weight
+    changed = backend_model(model, "onnxruntime")
+    assert changed.startup["cache"] == "miss" and changed.startup["folder"] != folder
+    assert compare_with_torch(model, changed, frames=2) < 1e-4
+    assert export_key(model, image_size=32) != export_key(model)
+
+    (cache / export_key(model) / "frame.onnx").unlink()  # damaged: exported again
+    again = OnnxModel.cached(model)
+    assert again.startup["cache"] == "miss" and compare_with_torch(model, again, frames=1) < 1e-4
+
+    monkeypatch.setenv("THKIT_ONNX_CACHE", "off")
+    assert cache_dir() is None and backend_model(model, "onnxruntime").startup["cache"] is None
+    monkeypatch.delenv("THKIT_ONNX_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "thkit" / "onnx"
+
+
+def test_session_options_by_name():
+    """onnxruntime settings by attribute (an enum by its name) or config entry; an unknown one is one line."""
+    from thkit.export import session_options
+
+    opts = session_options(1, {"graph_optimization_level": "ORT_ENABLE_BASIC", "enable_mem_pattern": False,
+                               "session.set_denormal_as_zero": "1"})
+    assert str(opts.graph_optimization_level).endswith("ORT_ENABLE_BASIC") and not opts.enable_mem_pattern
+    assert opts.get_session_config_entry("session.set_denormal_as_zero") == "1"
+    with pytest.raises(ExportError, match="unknown onnxruntime session option 'nope'"):
+        session_options(1, {"nope": 1})
+    with pytest.raises(ExportError, match="is not one of"):
+        session_options(1, {"graph_optimization_level": "FAST"})
+
+
+def test_masked_attention_rule_matches_torch():
+    """Boolean-masked attention as the export writes it (an additive mask, rows that see no key zeroed on the
+    output) gives torch's numbers, a row that sees no key included (0, as torch), with no NaN check over every
+    probability; torch's own rule gives the same numbers."""
+    import onnx
+    import onnxruntime
+    import torch.nn.functional as F
+
+    from thkit.export import _export, _export_symbolics
+
+    class Attend(torch.nn.Module):
+        def forward(self, q, k, v, mask):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 5, 4, generator=g)
+    k, v = torch.randn(2, 3, 6, 4, generator=g), torch.randn(2, 3, 6, 4, generator=g)
+    mask = torch.rand(2, 1, 5, 6, generator=g) > 0.3
+    mask[0, 0, 2] = False  # query row 2 of the first item sees no key
+    mask[1, 0, :, 0] = True
+    want = Attend()(q, k, v, mask)
+    assert float(want[0, :, 2].abs().max()) == 0.0
+    feeds = {"q": q.numpy(), "k": k.numpy(), "v": v.numpy(), "mask": mask.numpy()}
+    for rewrite in (True, False):
+        with _export_symbolics(masked_attention=rewrite):
+            graph = _export(Attend(), (q, k, v, mask), list(feeds), ["out"], "attention")
+        ops = [n.op_type for n in onnx.load_from_string(graph).graph.node]
+        assert ("IsNaN" in ops) is not rewrite
+        session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, feeds)[0])
+        assert float((got - want).abs().max()) < 1e-6

@@ -28,11 +28,15 @@ drives it unchanged.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
+import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +48,9 @@ from thkit.fileio import atomic_write
 
 Tensor = torch.Tensor
 
-__all__ = ["BACKENDS", "ExportError", "OPSET", "GRAPHS", "OnnxModel", "backend_model", "check_backend",
-           "compare_with_torch", "export_onnx", "onnx_graphs", "require_onnxruntime"]
+__all__ = ["BACKENDS", "CACHE_ENV", "ExportError", "OPSET", "GRAPHS", "OnnxModel", "backend_model", "cache_dir",
+           "cached_export", "check_backend", "compare_with_torch", "export_key", "export_onnx", "onnx_graphs",
+           "require_onnxruntime", "session_options"]
 
 #: ONNX opset of the exported graphs
 OPSET = 17
@@ -54,6 +59,8 @@ GRAPHS = ("source", "keypoints", "frame")
 #: the description file written next to the graphs
 SPEC_FILE = "onnx.json"
 FORMAT = "thkit-onnx/1"
+#: the folder of the export cache (:func:`cache_dir`); ``off`` (or ``0``, ``no``, ``false``, empty) turns it off
+CACHE_ENV = "THKIT_ONNX_CACHE"
 #: what runs a model's streaming path: torch itself, or its ONNX export on onnxruntime (``--backend``)
 BACKENDS = ("torch", "onnxruntime")
 
@@ -184,16 +191,65 @@ def _symbolic_linspace(g, start, end, steps, dtype, *args):
     return g.op("Constant", value_t=torch.linspace(float(first), float(last), int(count), dtype=kind))
 
 
+def _sdpa_rule():
+    """torch's own ONNX rule for ``aten::scaled_dot_product_attention`` (its arguments already parsed)."""
+    try:
+        from torch.onnx._internal.torchscript_exporter import symbolic_opset14
+    except ImportError:  # torch < 2.9 kept the TorchScript exporter's rules here
+        from torch.onnx import symbolic_opset14
+    rule = symbolic_opset14.scaled_dot_product_attention
+    return getattr(rule, "__wrapped__", rule)
+
+
+def _symbolic_sdpa(g, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                   enable_gqa=False):
+    """A boolean (keep) mask as torch's rule writes it would check every attention probability for NaN (the
+    softmax of a query row that sees no key) and zero it: two passes over the ``(B, H, M, N)`` probabilities.
+    Written here as an additive 0 / -inf mask at the mask's own broadcast shape, and the rows that see no key zeroed
+    on the ``(B, H, M, D)`` output instead: torch's numbers (0 for such rows), for a fraction of the work."""
+    try:
+        from torch.onnx._internal.torchscript_exporter import _type_utils, symbolic_helper
+    except ImportError:  # torch < 2.9
+        from torch.onnx import _type_utils, symbolic_helper
+
+    JitScalarType = _type_utils.JitScalarType  # noqa: N806 - torch's class
+    rule = _sdpa_rule()
+    if (symbolic_helper._is_none(attn_mask) or is_causal
+            or JitScalarType.from_value(attn_mask, JitScalarType.UNDEFINED) != JitScalarType.BOOL):
+        return rule(g, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    zero = g.op("Constant", value_t=torch.tensor([0.0]))
+    additive = g.op("Where", attn_mask, zero, g.op("Constant", value_t=torch.tensor([-float("inf")])))
+    out = rule(g, query, key, value, additive, dropout_p, False, scale, enable_gqa)
+    seen = g.op("ReduceMax", g.op("Cast", attn_mask, to_i=JitScalarType.FLOAT.onnx_type()), axes_i=[-1],
+                keepdims_i=1)
+    return g.op("Where", g.op("Equal", seen, zero), zero, out)
+
+
+def _parsed_sdpa():
+    from torch.onnx import symbolic_helper
+
+    return symbolic_helper.parse_args("v", "v", "v", "v", "f", "b", "v", "b")(_symbolic_sdpa)
+
+
+#: the rewrites an export applies by default (``onnx_graphs(..., rewrites=...)``): ``upsample``, nearest-x2
+#: upsampling + 3x3 convolution computed at the low resolution (:func:`thkit.layers.upsample.fold_upsample`);
+#: ``masked_attention``, boolean-masked attention without a NaN check over every probability (:func:`_symbolic_sdpa`)
+REWRITES = ("upsample", "masked_attention")
+
+
 @contextlib.contextmanager
-def _export_symbolics():
+def _export_symbolics(masked_attention: bool = True):
     """While exporting: ``aten::linalg_inv`` and ``aten::linalg_solve`` as onnxruntime's ``com.microsoft::Inverse``
     (standard ONNX has no matrix inverse), and ``aten::linspace`` of constant ends as the constant torch computes,
     in the asked dtype (the built-in symbolic makes float64 values, which onnxruntime then refuses to mix with
-    float32 ones, e.g. in SMAC's ``linspace_grid``)."""
+    float32 ones, e.g. in SMAC's ``linspace_grid``); with ``masked_attention``, boolean-masked
+    ``scaled_dot_product_attention`` as :func:`_symbolic_sdpa`."""
     from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
 
     ops = {"aten::linalg_inv": _symbolic_inverse, "aten::linalg_solve": _symbolic_solve,
            "aten::linspace": _symbolic_linspace}
+    if masked_attention:
+        ops["aten::scaled_dot_product_attention"] = _parsed_sdpa()
     for name, fn in ops.items():
         register_custom_op_symbolic(name, fn, OPSET)
     try:
@@ -218,9 +274,25 @@ def _export(module: torch.nn.Module, args: tuple[Tensor, ...], inputs: list[str]
     return buf.getvalue()
 
 
-def onnx_graphs(model: torch.nn.Module, image_size: int | None = None) -> tuple[dict[str, bytes], dict[str, Any]]:
+def _check_rewrites(rewrites: Sequence[str]) -> list[str]:
+    """``rewrites`` in :data:`REWRITES` order, or an :class:`ExportError` naming an unknown one."""
+    rewrites = [rewrites] if isinstance(rewrites, str) else list(rewrites)
+    unknown = sorted(set(rewrites) - set(REWRITES))
+    if unknown:
+        raise ExportError(f"unknown export rewrite {', '.join(map(repr, unknown))}; known: {', '.join(REWRITES)}")
+    return [r for r in REWRITES if r in rewrites]
+
+
+def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
+                rewrites: Sequence[str] = REWRITES) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The three graphs of ``model`` (serialised ONNX models) and their description (input and output names,
-    the cache's structure, image size, value range).  ``image_size``: default ``model.meta['image_size']``."""
+    the cache's structure, image size, value range).  ``image_size``: default ``model.meta['image_size']``.
+
+    ``rewrites`` (:data:`REWRITES`, all by default; the same values up to float rounding): ``upsample`` exports a
+    copy of the model with every nearest-x2-upsampling + 3x3 convolution computed at the low resolution
+    (:func:`thkit.layers.upsample.fold_upsample`: 2.25x fewer multiply-adds in those convolutions; ``model``
+    itself is not changed); ``masked_attention`` writes boolean-masked attention without a NaN check over every
+    probability (:func:`_symbolic_sdpa`).  onnxruntime folds BatchNorm into convolutions itself."""
     meta = dict(getattr(model, "meta", {}) or {})
     size = int(image_size or meta.get("image_size") or 0)
     if size < 8:
@@ -232,20 +304,29 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None) -> tuple[
     param = next(model.parameters(), None)
     if param is not None and param.device.type != "cpu":
         raise ExportError("export a model on the CPU (model.cpu())")
-    was_training = model.training
+    rewrites = _check_rewrites(rewrites)
+    original, was_training = model, model.training
     model.eval()
-    lo, hi = (float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
-    g = torch.Generator().manual_seed(0)
-    channels = int(meta.get("channels", 3))
-    source = lo + (hi - lo) * torch.rand(1, channels, size, size, generator=g)
-    driving = lo + (hi - lo) * torch.rand(1, channels, size, size, generator=g)
     try:
+        if "upsample" in rewrites:
+            import copy
+
+            from thkit.layers.upsample import fold_upsample
+
+            folded = copy.deepcopy(model)
+            if fold_upsample(folded):
+                model = folded
+        lo, hi = (float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
+        g = torch.Generator().manual_seed(0)
+        channels = int(meta.get("channels", 3))
+        source = lo + (hi - lo) * torch.rand(1, channels, size, size, generator=g)
+        driving = lo + (hi - lo) * torch.rand(1, channels, size, size, generator=g)
         with torch.no_grad():
             cache = model.encode_source(source)
             kp = model.detect(driving)
         cache_named, kp_named = flatten(cache, "cache"), flatten(kp, "kp")
         cache_names, kp_names = [n for n, _ in cache_named], [n for n, _ in kp_named]
-        with _export_symbolics():
+        with _export_symbolics("masked_attention" in rewrites):
             graphs = {
                 "source": _export(_SourceGraph(model), (source,), ["source"], cache_names, "source"),
                 "keypoints": _export(_KeypointGraph(model), (driving,), ["image"], kp_names, "keypoints"),
@@ -254,18 +335,19 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None) -> tuple[
                                  ["prediction"], "frame"),
             }
     finally:
-        model.train(was_training)
+        original.train(was_training)
     spec = {"format": FORMAT, "opset": OPSET, "image_size": size, "channels": channels, "input_range": [lo, hi],
             "cache": structure(cache), "cache_names": cache_names, "keypoints": structure(kp),
-            "keypoint_names": kp_names, "graphs": {k: f"{k}.onnx" for k in GRAPHS},
+            "keypoint_names": kp_names, "graphs": {k: f"{k}.onnx" for k in GRAPHS}, "rewrites": rewrites,
             "recipe_meta": {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))}}
     return graphs, spec
 
 
-def export_onnx(model: torch.nn.Module, out: str | os.PathLike, image_size: int | None = None) -> dict[str, Path]:
+def export_onnx(model: torch.nn.Module, out: str | os.PathLike, image_size: int | None = None,
+                rewrites: Sequence[str] = REWRITES) -> dict[str, Path]:
     """Write ``model``'s graphs (``source.onnx``, ``keypoints.onnx``, ``frame.onnx``) and their description
     (``onnx.json``) into the folder ``out``, each file atomically.  Returns ``{name: path}``."""
-    graphs, spec = onnx_graphs(model, image_size)
+    graphs, spec = onnx_graphs(model, image_size, rewrites)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; the export is a folder of graphs")
@@ -277,8 +359,115 @@ def export_onnx(model: torch.nn.Module, out: str | os.PathLike, image_size: int 
 
 
 # --------------------------------------------------------------------------------------------------------
+# the export cache: an export made once per weights, recipe, size and thkit, reused by later runs
+# --------------------------------------------------------------------------------------------------------
+def cache_dir() -> Path | None:
+    """Where :func:`cached_export` keeps exports: ``$THKIT_ONNX_CACHE``, else ``$XDG_CACHE_HOME/thkit/onnx``, else
+    ``~/.cache/thkit/onnx``; ``None`` when ``$THKIT_ONNX_CACHE`` is ``off`` (``0``, ``no``, ``false``, empty)."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "0", "off", "no", "false") else Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "thkit" / "onnx"
+
+
+def _source_digest() -> str:
+    """A digest of thkit's own source files (what the graphs are traced from), so that a changed checkout of the
+    same version does not reuse graphs traced from the old code."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def export_key(model: torch.nn.Module, image_size: int | None = None, rewrites: Sequence[str] = REWRITES) -> str:
+    """The cache key of ``model``'s export: a sha256 of every parameter and buffer (names, dtypes, shapes, bytes),
+    the recipe's ``model`` section and the module structure, the image size, the rewrites, and thkit (version and
+    source), torch and the export format.  Any changed weight gives another key."""
+    import thkit
+
+    meta = dict(getattr(model, "meta", {}) or {})
+    recipe = getattr(model, "recipe", None)
+    section = recipe.get("model") if hasattr(recipe, "get") else None
+    h = hashlib.sha256()
+    header = {"format": FORMAT, "opset": OPSET, "thkit": thkit.__version__, "source": _source_digest(),
+              "torch": torch.__version__, "size": int(image_size or meta.get("image_size") or 0),
+              "rewrites": _check_rewrites(rewrites),
+              "input_range": [float(v) for v in getattr(model, "input_range", (0.0, 1.0))],
+              "recipe": section, "modules": repr(model)}
+    h.update(json.dumps(header, sort_keys=True, default=str).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()[:32]
+
+
+def cached_export(model: torch.nn.Module, image_size: int | None = None, rewrites: Sequence[str] = REWRITES,
+                  folder: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """The folder of ``model``'s export in the cache (``folder``, default :func:`cache_dir`), and whether it was
+    there already.  A missing export is written into a temporary folder beside it and renamed into place (a crash
+    or a concurrent run never leaves a half-written export under the key; of two concurrent runs, the first
+    rename wins)."""
+    root = Path(folder) if folder is not None else cache_dir()
+    if root is None:
+        raise ExportError(f"the ONNX export cache is off (${CACHE_ENV}={os.environ.get(CACHE_ENV)!r})")
+    target = root / export_key(model, image_size, rewrites)
+    if (target / SPEC_FILE).is_file():
+        return target, True
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+    except OSError as e:
+        raise ExportError(f"cannot write the ONNX export cache {root}: {e.strerror or e}") from e
+    try:
+        export_onnx(model, tmp, image_size, rewrites)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # a non-empty folder is never replaced: another run's export, or a damaged entry
+            if not (target / SPEC_FILE).is_file():
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target, False
+
+
+# --------------------------------------------------------------------------------------------------------
 # running the graphs
 # --------------------------------------------------------------------------------------------------------
+def session_options(threads: int | None = None, options: Mapping[str, Any] | None = None):
+    """onnxruntime's ``SessionOptions`` of :class:`OnnxModel`: ``threads`` intra-op threads (default torch's),
+    one inter-op thread, warnings off, every graph optimisation (``ORT_ENABLE_ALL``: constant folding, operator
+    fusions, the NCHWc layout of the convolutions).  ``options``: more settings, each a ``SessionOptions``
+    attribute (``enable_cpu_mem_arena=False``; an enum by name, ``graph_optimization_level='ORT_ENABLE_BASIC'``) or a
+    session config entry (``'session.set_denormal_as_zero': '1'``)."""
+    ort = require_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for key, value in (options or {}).items():
+        if "." in key:
+            opts.add_session_config_entry(key, str(value))
+            continue
+        if not hasattr(opts, key):
+            raise ExportError(f"unknown onnxruntime session option {key!r}: expected a SessionOptions attribute "
+                              "or a config entry such as 'session.set_denormal_as_zero'")
+        if isinstance(value, str):
+            kind = type(getattr(opts, key))
+            if not hasattr(kind, value):
+                raise ExportError(f"onnxruntime session option {key}={value!r} is not one of "
+                                  f"{', '.join(n for n in dir(kind) if n.isupper())}")
+            value = getattr(kind, value)
+        setattr(opts, key, value)
+    return opts
+
+
 class OnnxModel:
     """The graphs of :func:`onnx_graphs` run by onnxruntime on the CPU, with the streaming model's calls
     (``encode_source``, ``detect``, ``animate``; torch tensors in and out), so that
@@ -289,14 +478,12 @@ class OnnxModel:
     :func:`export_onnx` (:meth:`load`).
     """
 
-    def __init__(self, graphs: Mapping[str, bytes | str], spec: Mapping[str, Any], threads: int | None = None):
+    def __init__(self, graphs: Mapping[str, bytes | str], spec: Mapping[str, Any], threads: int | None = None,
+                 options: Mapping[str, Any] | None = None):
         ort = require_onnxruntime()
         if spec.get("format") != FORMAT:
             raise ExportError(f"not a thkit ONNX export (format {spec.get('format')!r}, expected {FORMAT!r})")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        opts = session_options(threads, options)
         self.spec = dict(spec)
         self.sessions = {}
         for name in GRAPHS:
@@ -309,15 +496,43 @@ class OnnxModel:
         self.input_range = tuple(spec["input_range"])
         self.meta = {"image_size": int(spec["image_size"]), "input_range": self.input_range, "backend": "onnxruntime"}
         self.training = False
+        #: what loading cost (:meth:`from_model`, :meth:`cached`): ``cache``, ``export_s``, ``sessions_s``, ``folder``
+        self.startup: dict[str, Any] = {}
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, image_size: int | None = None, threads: int | None = None):
+    def from_model(cls, model: torch.nn.Module, image_size: int | None = None, threads: int | None = None,
+                   options: Mapping[str, Any] | None = None):
         """Export ``model`` in memory (:func:`onnx_graphs`) and load the graphs."""
+        t0 = time.perf_counter()
         graphs, spec = onnx_graphs(model, image_size)
-        return cls(graphs, spec, threads)
+        export_s = time.perf_counter() - t0
+        out = cls(graphs, spec, threads, options)
+        out.startup = {"cache": None, "export_s": export_s, "sessions_s": time.perf_counter() - t0 - export_s,
+                       "folder": None}
+        return out
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, threads: int | None = None):
+    def cached(cls, model: torch.nn.Module, image_size: int | None = None, threads: int | None = None,
+               options: Mapping[str, Any] | None = None, folder: str | os.PathLike | None = None):
+        """Load ``model``'s export from the cache (:func:`cached_export`), exporting it there first if it is not
+        yet: the export's cost is paid once per weights, recipe, size and thkit.  ``startup`` says what it cost
+        (``cache``: ``'hit'`` or ``'miss'``, ``export_s``, ``sessions_s``, ``folder``)."""
+        t0 = time.perf_counter()
+        path, hit = cached_export(model, image_size, folder=folder)
+        export_s = time.perf_counter() - t0
+        try:
+            out = cls.load(path, threads, options)
+        except ExportError:
+            if not hit:
+                raise
+            shutil.rmtree(path, ignore_errors=True)  # a damaged entry: export again
+            return cls.cached(model, image_size, threads, options, folder)
+        out.startup = {"cache": "hit" if hit else "miss", "export_s": export_s,
+                       "sessions_s": time.perf_counter() - t0 - export_s, "folder": str(path)}
+        return out
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, threads: int | None = None, options: Mapping[str, Any] | None = None):
         """Load a folder written by :func:`export_onnx`."""
         folder = Path(folder)
         spec_path = folder / SPEC_FILE
@@ -333,7 +548,7 @@ class OnnxModel:
             if not path.is_file():
                 raise ExportError(f"ONNX export {folder} lacks its {name} graph {path.name}")
             graphs[name] = str(path)
-        return cls(graphs, spec, threads)
+        return cls(graphs, spec, threads, options)
 
     # the model's calls ----------------------------------------------------------------------------------
     def parameters(self) -> Iterator[Tensor]:
@@ -420,9 +635,15 @@ def check_backend(backend: str = "torch", precision: str | None = None, device: 
 
 
 def backend_model(model: torch.nn.Module, backend: str = "torch", precision: str | None = None,
-                  device: torch.device | str = "cpu") -> Any:
+                  device: torch.device | str = "cpu", cache: bool = True) -> Any:
     """What :class:`~thkit.inference.stream.StreamingAnimator` should drive for ``backend``: ``model`` itself
-    (``'torch'``) or its export run by onnxruntime (``'onnxruntime'``: :meth:`OnnxModel.from_model`; float32, CPU),
-    after :func:`check_backend`."""
+    (``'torch'``) or its export run by onnxruntime (``'onnxruntime'``; float32, CPU), after :func:`check_backend`.
+    The export comes from the cache (:meth:`OnnxModel.cached`: exported once per weights, recipe, size and thkit)
+    unless ``cache`` is False or ``$THKIT_ONNX_CACHE`` is ``off``; then it is made in memory
+    (:meth:`OnnxModel.from_model`)."""
     check_backend(backend, precision, device)
-    return model if backend == "torch" else OnnxModel.from_model(model.cpu())
+    if backend == "torch":
+        return model
+    if cache and cache_dir() is not None:
+        return OnnxModel.cached(model.cpu())
+    return OnnxModel.from_model(model.cpu())

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from thkit.layers.upsample import upsample_then_conv
+
 Tensor = torch.Tensor
 
 #: the exact inference shortcuts of thkit's layers (each changes no value, only how it is computed), on by default:
@@ -94,8 +96,11 @@ class UpBlock2d(nn.Module):
         self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
         self.norm = make_norm(norm, out_features)
 
+    #: the convolution :func:`thkit.layers.upsample.fold_upsample` may compute at the low resolution
+    upsample_conv = "conv"
+
     def forward(self, x: Tensor) -> Tensor:
-        return _relu(self.norm(self.conv(F.interpolate(x, scale_factor=2))))
+        return _relu(self.norm(upsample_then_conv(self.conv, x)))
 
 
 class ResBlock2d(nn.Module):

@@ -19,6 +19,7 @@ from torch import nn
 
 from thkit.attention import attention, check_backend_name
 from thkit.layers.blocks import shortcut
+from thkit.layers.upsample import upsample_then_conv
 
 Tensor = torch.Tensor
 
@@ -105,5 +106,8 @@ class VQUpsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
 
+    #: the convolution :func:`thkit.layers.upsample.fold_upsample` may compute at the low resolution
+    upsample_conv = "conv"
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return upsample_then_conv(self.conv, x)
