@@ -84,3 +84,21 @@ def test_export_folds_a_copy_and_reproduces_torch():
     model.eval()
     assert compare_with_torch(model, OnnxModel(graphs, spec), frames=2) < 1e-4
     assert onnx_graphs(model, image_size=64, rewrites=())[1]["rewrites"] == []
+
+
+def test_export_folds_batchnorm_before_the_upsample_fold():
+    """The folded up blocks interleave after their convolution, where the exporter and onnxruntime could no longer
+    fuse the BatchNorm that follows: the export folds BatchNorms into their convolutions first, so the graph keeps
+    only the norms that act on a block's input (which nothing can fold), as without the rewrite."""
+    import onnx
+
+    from thkit.export import onnx_graphs
+
+    model = thkit.create_model("fomm/tiny_fixture")
+
+    def norms(rewrites):
+        graph = onnx.load_from_string(onnx_graphs(model, rewrites=rewrites)[0]["frame"]).graph
+        return sum(n.op_type == "BatchNormalization" for n in graph.node)
+
+    resblock_norms = sum(isinstance(getattr(m, "norm1", None), torch.nn.BatchNorm2d) for m in model.modules())
+    assert norms(("upsample",)) == norms(()) == resblock_norms > 0

@@ -290,9 +290,10 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
 
     ``rewrites`` (:data:`REWRITES`, all by default; the same values up to float rounding): ``upsample`` exports a
     copy of the model with every nearest-x2-upsampling + 3x3 convolution computed at the low resolution
-    (:func:`thkit.layers.upsample.fold_upsample`: 2.25x fewer multiply-adds in those convolutions; ``model``
-    itself is not changed); ``masked_attention`` writes boolean-masked attention without a NaN check over every
-    probability (:func:`_symbolic_sdpa`).  onnxruntime folds BatchNorm into convolutions itself."""
+    (:func:`thkit.layers.upsample.fold_upsample`: 2.25x fewer multiply-adds in those convolutions; BatchNorms folded
+    into their convolutions first, :func:`thkit.layers.blocks.fold_batchnorm`, as onnxruntime would have done;
+    ``model`` itself is not changed); ``masked_attention`` writes boolean-masked attention without a NaN check over
+    every probability (:func:`_symbolic_sdpa`)."""
     meta = dict(getattr(model, "meta", {}) or {})
     size = int(image_size or meta.get("image_size") or 0)
     if size < 8:
@@ -311,9 +312,13 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
         if "upsample" in rewrites:
             import copy
 
+            from thkit.layers.blocks import fold_batchnorm
             from thkit.layers.upsample import fold_upsample
 
             folded = copy.deepcopy(model)
+            # BatchNorm first: onnxruntime fuses a BatchNorm into the convolution right before it, which the folded
+            # block's interleaving would hide from it
+            fold_batchnorm(folded)
             if fold_upsample(folded):
                 model = folded
         lo, hi = (float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
