@@ -220,3 +220,38 @@ def test_masked_attention_rule_matches_torch():
         session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
         got = torch.from_numpy(session.run(None, feeds)[0])
         assert float((got - want).abs().max()) < 1e-6
+
+
+def test_export_cache_concurrent_winner_and_damaged_entry(tmp_path, monkeypatch):
+    """Two runs exporting the same model at once: the second finds the first's complete export under the key when it
+    renames its own, keeps it and leaves no temporary folder; a damaged entry (a folder without onnx.json) is
+    replaced."""
+    import shutil
+
+    import thkit.export as export
+
+    model = _model("fomm/tiny_fixture")
+    cache = tmp_path / "c"
+    target = cache / export.export_key(model)
+    real = export.export_onnx
+
+    def racing_export(m, out, *args):  # another run completes the same export first
+        paths = real(m, out, *args)
+        if not target.exists():
+            shutil.copytree(out, target)
+            (target / "winner").write_text("")
+        return paths
+
+    monkeypatch.setattr(export, "export_onnx", racing_export)
+    folder, hit = export.cached_export(model, folder=cache)
+    assert folder == target and not hit and (target / "winner").exists()
+    assert sorted(p.name for p in cache.iterdir()) == [target.name]
+    assert export.cached_export(model, folder=cache) == (target, True)
+
+    shutil.rmtree(target)
+    target.mkdir()
+    (target / "frame.onnx").write_text("half")  # no onnx.json: damaged
+    monkeypatch.setattr(export, "export_onnx", real)
+    folder, hit = export.cached_export(model, folder=cache)
+    assert not hit and (folder / "onnx.json").is_file() and (folder / "frame.onnx").stat().st_size > 4
+    assert sorted(p.name for p in cache.iterdir()) == [target.name]

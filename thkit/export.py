@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -534,6 +535,9 @@ class OnnxModel:
             return cls.cached(model, image_size, threads, options, folder)
         out.startup = {"cache": "hit" if hit else "miss", "export_s": export_s,
                        "sessions_s": time.perf_counter() - t0 - export_s, "folder": str(path)}
+        logging.getLogger("thkit.export").info(
+            "ONNX export %s %s (%.1f s), onnxruntime sessions %.1f s", "found in" if hit else "written to", path,
+            export_s, out.startup["sessions_s"])
         return out
 
     @classmethod
