@@ -255,3 +255,13 @@ def test_export_cache_concurrent_winner_and_damaged_entry(tmp_path, monkeypatch)
     folder, hit = export.cached_export(model, folder=cache)
     assert not hit and (folder / "onnx.json").is_file() and (folder / "frame.onnx").stat().st_size > 4
     assert sorted(p.name for p in cache.iterdir()) == [target.name]
+
+
+def test_export_cache_unwritable_is_one_line(tmp_path, monkeypatch):
+    from thkit.export import backend_model
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("THKIT_ONNX_CACHE", str(tmp_path / "file" / "cache"))  # under a file: cannot be made
+    with pytest.raises(ExportError, match=r"cannot write the ONNX export cache .* \(set \$THKIT_ONNX_CACHE") as e:
+        backend_model(_model("fomm/tiny_fixture"), "onnxruntime")
+    assert "\n" not in str(e.value)

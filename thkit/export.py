@@ -427,7 +427,8 @@ def cached_export(model: torch.nn.Module, image_size: int | None = None, rewrite
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     except OSError as e:
-        raise ExportError(f"cannot write the ONNX export cache {root}: {e.strerror or e}") from e
+        raise ExportError(f"cannot write the ONNX export cache {root}: {e.strerror or e} (set ${CACHE_ENV} to "
+                          "another folder, or to off)") from e
     try:
         export_onnx(model, tmp, image_size, rewrites)
         try:
