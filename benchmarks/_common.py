@@ -38,6 +38,20 @@ def random_frames(n: int, size: int, lo: float, hi: float, seed: int = 0) -> tup
     return src, [from_unit(torch.rand(3, size, size, generator=g), (lo, hi)) for _ in range(n)]
 
 
+def random_bn_model(recipe: str, size: int, seed: int = 0) -> torch.nn.Module:
+    """``recipe`` at ``size`` with random weights (seed ``seed``) and random BatchNorm statistics, so that folding
+    BatchNorm into the convolution before it is not a no-op."""
+    import thkit
+
+    torch.manual_seed(seed)
+    model = thkit.create_model(recipe, size=size)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
 def load_average() -> float:
     """The 1-minute load average (NaN where the OS has none): this machine is shared, a high load slows every path."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

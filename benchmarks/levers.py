@@ -36,12 +36,11 @@ import statistics
 import time
 
 import torch
+from _common import random_bn_model, random_frames
 
-import thkit
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import PerFrameAnimator, StreamingAnimator
 from thkit.layers.blocks import fold_batchnorm, reference_ops
-from thkit.value_range import from_unit
 
 LEVERS = ("code_cache", "inplace", "fold_bn", "channels_last")
 
@@ -138,17 +137,9 @@ def build_paths(model, mt, levers, fast, compile_, torchscript=False):
 
 
 def measure(recipe, size, frames, levers, fast, compile_, torchscript=False):
-    torch.manual_seed(0)
-    model = thkit.create_model(recipe, size=size)
-    for m in model.modules():  # random BatchNorm statistics, so that folding them is not a no-op
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
+    model = random_bn_model(recipe, size)
     mt = motion_settings(model.recipe)
-    lo, hi = (float(v) for v in model.input_range)
-    g = torch.Generator().manual_seed(0)
-    src = from_unit(torch.rand(3, size, size, generator=g), (lo, hi))
-    drv = [from_unit(torch.rand(3, size, size, generator=g), (lo, hi)) for _ in range(frames + 1)]
+    src, drv = random_frames(frames + 1, size, *(float(v) for v in model.input_range))
     paths = build_paths(model, mt, levers, fast, compile_, torchscript)
     for p in paths:  # warm-up frame (the compiled path compiles here: its start-up)
         t0 = time.perf_counter()

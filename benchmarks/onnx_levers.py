@@ -31,14 +31,13 @@ import time
 
 import numpy as np
 import torch
+from _common import random_bn_model, random_frames
 
-import thkit
 from thkit.export import GRAPHS, OnnxModel, onnx_graphs
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import PerFrameAnimator, StreamingAnimator
 from thkit.layers.blocks import reference_ops
 from thkit.layers.upsample import fold_upsample
-from thkit.value_range import from_unit
 
 #: each lever: the :func:`thkit.export.session_options` it changes, or ``None`` (handled by the path itself)
 LEVERS = {
@@ -109,17 +108,9 @@ class Path:
 
 
 def measure(recipe, size, frames, levers, fast, threads):
-    torch.manual_seed(0)
-    model = thkit.create_model(recipe, size=size)
-    for m in model.modules():  # random BatchNorm statistics, as levers.py
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
+    model = random_bn_model(recipe, size)
     mt = motion_settings(model.recipe)
-    lo, hi = (float(v) for v in model.input_range)
-    g = torch.Generator().manual_seed(0)
-    src = from_unit(torch.rand(3, size, size, generator=g), (lo, hi))
-    drv = [from_unit(torch.rand(3, size, size, generator=g), (lo, hi)) for _ in range(frames + 1)]
+    src, drv = random_frames(frames + 1, size, *(float(v) for v in model.input_range))
     exports, export_s = {}, {}
     for names in [(), *[(n,) for n in levers if n in REWRITE_LEVERS], tuple(n for n in fast if n in REWRITE_LEVERS)]:
         key = tuple(REWRITE_LEVERS[n] for n in names)
