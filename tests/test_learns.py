@@ -36,14 +36,17 @@ def test_learns_benchmark_a_few_steps(tmp_path):
         assert (tmp_path / "work" / r["recipe"].replace("/", "_") / "weights.pth").is_file()
 
 
-def test_learns_batch_is_the_recipes_unless_given():
+def test_learns_batch_is_the_recipes_unless_given(tmp_path):
     learns = _learns()
 
     def batch(recipe, given=None):
         args = learns.argparse.Namespace(batch=given, workers=0, data="d", videos=4, frames=4, minutes=1, clock="cpu")
         return learns.training_options(recipe, args)["train_dataloader"]["batch_size"]
 
-    assert batch("smac/small") == 4 and batch("mcnet/small") == 8 and batch("smac/small", given=2) == 2
+    own = tmp_path / "batch3.py"  # a recipe with its own batch (the small recipes all use the synthetic default, 8)
+    fomm = str(ROOT / "recipes" / "fomm" / "small.py")
+    own.write_text(f"_base_ = [{fomm!r}]\ntrain_dataloader = dict(batch_size=3)\n")
+    assert batch(str(own)) == 3 and batch("mcnet/small") == 8 and batch("smac/small", given=2) == 2
     # a caller's own Namespace without ``clock`` (benchmarks/semantic_prior.py) keeps the wall-time budget
     plain = learns.argparse.Namespace(batch=None, workers=0, data="d", videos=4, frames=4, minutes=1)
     def clocks(args):

@@ -219,7 +219,8 @@ def test_mix_smac_scale_rectified_builds_runs_and_trains(synth_root):
                  "model.motion.motion": small.motion.to_dict(), "model.encoder": small.encoder.to_dict(),
                  "model.compensator": small.compensator.to_dict(), "model.decoder": small.decoder.to_dict(),
                  "model.motion.rectifier.num_kp": small.motion.num_kp,
-                 "losses.adversarial": None, "losses.perceptual.allow_random": True,
+                 "losses.adversarial": None, "losses.low_res": None,  # smac/small's decoder has no low-res output
+                 "losses.perceptual.allow_random": True,
                  "losses.perceptual.layer_weights": [1.0], "losses.perceptual.scales": [1]}
     cfg = load_recipe("mix/smac_scale_rectified", overrides, size=64)
     assert cfg.model.decoder.conditioning.type == "ScaleCodeInjection"

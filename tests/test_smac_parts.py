@@ -248,7 +248,7 @@ def test_compensator_needs_driving_heatmaps():
 def test_training_step_reaches_every_part():
     from thkit.losses.smac import CodebookLoss, FlowReconstructionLoss
 
-    _, model = _model("small")
+    _, model = _model("small", **{"model.decoder.low_res_output": "train"})  # as smac/vox256 (smac/small: 'never')
     model.train()
     src, drv = _images(SIZE, batch=2, seed=1)
     out = model(src, drv)
