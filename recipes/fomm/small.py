@@ -21,15 +21,10 @@ discriminator = dict(block_expansion=16, max_features=128)
 # pyramid stops at relu1_1 (the VGG is random without $THKIT_VGG19_WEIGHTS, and relu2..5 are over 99% of its cost),
 # plus a pixel L1 term; no GAN (as fomm/vox256; fomm/vox256_adv has it); generator lr 5e-4.  With real VGG weights
 # and time, restore FOMM's: --cfg-options "losses.perceptual.layer_weights=[10,10,10,10,10]".
-# Plus a keypoint-spread term (DaGAN's keypoint distance loss in thkit's corrected hinge form, weight 10, margin
-# 0.2; not a FOMM loss; losses.keypoint_distance=None removes it; tried because dagan/small, which has it, learned
-# faster): with it, at 6 CPU minutes (64 px) FOMM beats copy-the-source on held-out L1 (0.0448 vs 0.0462, one run;
-# without it 0.0464-0.0477 over four runs with other settings: benchmarks/README.md).
 losses = dict(
     pixel=dict(type='L1Loss', weight=100.0),
     perceptual=dict(allow_random=True, layer_weights=[10.0]),
     adversarial=None,
-    keypoint_distance=dict(type='KeypointDistanceLoss', weight=10.0, margin=0.2, mode='hinge'),
 )
 optim_wrapper = dict(generator=dict(optimizer=dict(lr=5e-4)))
 train_dataloader = dict(_delete_=True, **_base_.synthetic_train_dataloader)

@@ -11,10 +11,7 @@ _base_ = ['../fomm/small.py', '../_base_/face_priors/head10.py']
 image_size = 64
 synthetic_root = 'data/synth64'
 
-# fomm/small's keypoint-spread term (added 2026-12-05) left out: the geometry loss places the keypoints here, and
-# benchmarks/semantic_prior.py's figures were measured without it
 losses = dict(
-    keypoint_distance=None,
     geometry=dict(type='FaceGeometryLoss', weight=10.0, anchors=_base_.face_prior_anchors_synthetic,
                   landmarks='ground_truth'),
 )
