@@ -9,27 +9,21 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, one_line_error
+from conftest import one_line_error
 
 from thkit.cli import main as thkit_main
+from thkit.cli.app import CHROMIUM_ARGS, SAMPLE_DRIVING, SAMPLE_SOURCE, app_subprocess
 from thkit.video import iter_frames, probe_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SAMPLES = ROOT / "thkit" / "assets" / "samples"
-SOURCE, DRIVING = SAMPLES / "source.png", SAMPLES / "driving.mp4"
+SOURCE, DRIVING = SAMPLE_SOURCE, SAMPLE_DRIVING
 SIZE = 64  # fomm/tiny_fixture's
-#: chromium on a closed network: without the background-networking flags it waits on the network
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
 def _chromium() -> str:
@@ -38,12 +32,6 @@ def _chromium() -> str:
         pytest.fail("chromium not found: the web app test needs Debian's chromium "
                     "(apt-get install -y chromium chromium-driver)", pytrace=False)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,40 +46,12 @@ def model_folder(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def running_app(folder: Path, out_dir: Path, log: Path, timeout: float = 90.0):
-    """``thkit app`` in a subprocess; yields its URL once it answers, stops it (and its children) afterwards."""
-    port = _free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "thkit.cli", "app", "--checkpoint", str(folder), "--port",
-                                 str(port), "--out-dir", str(out_dir), "--device", "cpu", "--threads", "1"],
-                                stdout=f, stderr=subprocess.STDOUT, env=env, cwd=out_dir.parent,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        t0 = time.monotonic()
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"thkit app exited with {proc.returncode}: {log.read_text()[-2000:]}", pytrace=False)
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - t0 > timeout:
-                pytest.fail(f"thkit app did not answer on {url} within {timeout:.0f} s: {log.read_text()[-2000:]}",
-                            pytrace=False)
-            time.sleep(0.5)
+def running_app(folder: Path, out_dir: Path, log: Path):
+    """``thkit app`` on ``folder`` in a subprocess (:func:`thkit.cli.app.app_subprocess`), one thread."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    with app_subprocess(["--checkpoint", folder, "--out-dir", out_dir, "--device", "cpu", "--threads", "1"],
+                        cwd=out_dir.parent, log=log, env=env) as url:
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=15)
 
 
 def test_app_in_a_browser_animates_the_samples(model_folder, tmp_path, capsys):

@@ -13,11 +13,18 @@ otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-#: the sample media the app offers as examples (our own synthetic heads: scripts/make-samples)
+#: the sample media the app offers as examples (our own synthetic heads: scripts/make-samples writes them)
 SAMPLES = Path(__file__).resolve().parent.parent / "assets" / "samples"
+SAMPLE_SOURCE, SAMPLE_DRIVING = SAMPLES / "source.png", SAMPLES / "driving.mp4"
+#: headless chromium's flags for the app on a closed network (without the background-networking ones it waits on the
+#: network): the browser test (tests/test_app.py) and scripts/app-screenshot
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 #: what the layout choice sets on animate's arguments
 LAYOUTS = {"result": {}, "source | driving | result": {"side_by_side": True},
            "pasted back into the source": {"paste_back": True}}
@@ -168,7 +175,7 @@ def build_app(model: str = "", weights: str = "", random_weights: bool = False,
             with gr.Column():
                 result = gr.Video(label="result", elem_id="result", interactive=False, autoplay=True, loop=True)
                 log = gr.Textbox(label="log", elem_id="log", lines=3, interactive=False)
-        samples = [str(SAMPLES / "source.png"), str(SAMPLES / "driving.mp4")]
+        samples = [str(SAMPLE_SOURCE), str(SAMPLE_DRIVING)]
         if all(Path(s).is_file() for s in samples):
             gr.Examples([samples], [source, driving], label="sample (thkit's synthetic heads)")
         button.click(animate, [source, driving, model_in, weights_in, random_in, motion, reference, frame, layout,
@@ -191,6 +198,61 @@ def _check_port(host: str, port: int) -> None:
     except OSError as e:
         raise InferenceError(f"cannot listen on {host}:{port} ({e.strerror or e}): pass --port with a free port, "
                              "or --host with an address of this machine") from e
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def app_subprocess(app_args: Sequence[str], cwd: str | os.PathLike, log: str | os.PathLike | None = None,
+                   env: dict[str, str] | None = None, timeout: float = 90.0) -> Iterator[str]:
+    """``thkit app APP_ARGS --port <a free port>`` in a subprocess of its own session (its output into ``log``);
+    yields the page's URL once it answers, and stops the app and its children afterwards.  An app that exits or
+    does not answer within ``timeout`` seconds raises :class:`RuntimeError` with the end of its log.  For the
+    browser test and scripts/app-screenshot."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    env = dict(os.environ if env is None else env, GRADIO_ANALYTICS_ENABLED="False")
+    with open(log, "w") if log is not None else contextlib.nullcontext() as f:
+        proc = subprocess.Popen([sys.executable, "-m", "thkit.cli", "app", *map(str, app_args), "--port", str(port)],
+                                stdout=f, stderr=subprocess.STDOUT if f is not None else None, env=env, cwd=cwd,
+                                start_new_session=True)
+
+    def tail() -> str:
+        return Path(log).read_text()[-2000:] if log is not None else "(output not captured)"
+
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        t0 = time.monotonic()
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"thkit app exited with {proc.returncode}: {tail()}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"thkit app did not answer on {url} within {timeout:.0f} s: {tail()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
 
 
 def cmd_app(args) -> int:
