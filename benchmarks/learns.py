@@ -11,6 +11,9 @@ For each recipe (default: every method's small recipe, ``fomm/small``, ``smac/sm
    every recipe gets the same compute however busy a shared machine is; with ``--clock wall`` of wall time.
    Recipes without some training entries get those from ``recipes/_base_/`` (runtime, the method's schedule,
    synthetic data);
+   With ``--schedule`` (default) the recipe's step schedule is compressed into the budget: its ``MultiStepLR``
+   milestones (iterations of ``max_iters``) become fractions of the budget at which the learning rates decay
+   (``fomm/small``: x0.1 at 60 % and 90 %), so each recipe ends on its decayed rate as a full training does;
 3. held-out reconstruction (FOMM's protocol: frame 0 of each *test* video is the source of all its other frames) is
    measured with :class:`thkit.metrics.pixel.L1` / :class:`~thkit.metrics.pixel.PSNR` on the initial generator, on the
    trained one, and for ``prediction = source`` (copy the source: what a model that never moves scores).
@@ -70,6 +73,8 @@ def training_options(recipe: str, args) -> dict:
     schedules = [h for h in cfg.get("custom_hooks", []) if h.get("type") == "PartAttributeScheduleHook"]
     # callers that build their own Namespace (benchmarks/semantic_prior.py) get the wall-time hook as before
     budget = dict(type="TimeBudgetHook", seconds=args.minutes * 60, clock=getattr(args, "clock", "wall"))
+    if getattr(args, "schedule", False):
+        budget.update(budget_schedule(cfg))
     opts["custom_hooks"] = [dict(type="TrainRecordsHook"), budget,
                             dict(type="SampleGridHook", interval=10**9, num_samples=4), dict(type="ExportWeightsHook"),
                             *schedules]
@@ -79,6 +84,25 @@ def training_options(recipe: str, args) -> dict:
 
 
 @torch.no_grad()
+def budget_schedule(cfg) -> dict:
+    """The recipe's step schedule as fractions of the time budget: ``MultiStepLR`` (by iteration) at ``m_i`` of
+    ``train_cfg.max_iters`` becomes :class:`~thkit.engine.hooks.TimeBudgetHook`'s ``milestones=[m_i / max_iters]``
+    with its ``gamma``; ``{}`` (a constant rate) for a recipe without one.  Other schedulers are not translated:
+    one line says so."""
+    scheds = cfg.get("param_scheduler") or []
+    scheds = [scheds] if isinstance(scheds, dict) else list(scheds)
+    max_iters = (cfg.get("train_cfg") or {}).get("max_iters")
+    steps = [s for s in scheds if s.get("type") == "MultiStepLR" and not s.get("by_epoch", True)]
+    if len(steps) != len(scheds) or len(steps) > 1 or not max_iters:
+        if scheds:
+            print(f"learns.py: schedule {[s.get('type') for s in scheds]} not translated to the time budget "
+                  f"(only one by-iteration MultiStepLR with train_cfg.max_iters is): constant learning rate")
+        return {}
+    if not steps:
+        return {}
+    return dict(milestones=[m / max_iters for m in steps[0]["milestones"]], gamma=steps[0].get("gamma", 0.1))
+
+
 def held_out(generator, args, input_range) -> dict[str, float]:
     """L1 / PSNR of the generator and of copy-the-source on the test videos (frame 0 of each video is the
     source of its other frames)."""
@@ -120,6 +144,7 @@ def run(recipe: str, args) -> dict:
     runner = build_runner(recipe, work_dir=str(work_dir), size=args.size,  # + SMAC's token grid, perceptual scales
                           cfg_options=opts)
     trainer = unwrap(runner.model)
+    (budget,) = [h for h in opts["custom_hooks"] if h["type"] == "TimeBudgetHook"]
     before = held_out(trainer.gen, args, trainer.input_range)
     t0, c0 = time.perf_counter(), time.process_time()
     runner.train()
@@ -127,13 +152,14 @@ def run(recipe: str, args) -> dict:
     after = held_out(trainer.gen, args, trainer.input_range)
     print(f"{recipe}: {runner.iter} iterations of batch {batch} in {seconds:.0f} s ({cpu_seconds:.0f} CPU s); "
           f"held-out L1 {before['model_l1']:.4f} -> {after['model_l1']:.4f} (copy {after['copy_source_l1']:.4f}), "
-          f"PSNR {before['model_psnr']:.2f} -> {after['model_psnr']:.2f} (copy {after['copy_source_psnr']:.2f})",
-          flush=True)
+          f"PSNR {before['model_psnr']:.2f} -> {after['model_psnr']:.2f} (copy {after['copy_source_psnr']:.2f}); "
+          f"learning rates x{budget.get('gamma', 1):g} at {budget.get('milestones', [])} of the budget", flush=True)
     return dict(recipe=recipe, iterations=runner.iter, train_seconds=round(seconds, 1),
                 cpu_seconds=round(cpu_seconds, 1), batch=batch,
                 size=args.size, frames=after["frames"], start_l1=before["model_l1"], end_l1=after["model_l1"],
                 copy_l1=after["copy_source_l1"], start_psnr=before["model_psnr"], end_psnr=after["model_psnr"],
-                copy_psnr=after["copy_source_psnr"], work_dir=str(work_dir))
+                copy_psnr=after["copy_source_psnr"], milestones=budget.get("milestones", []),
+                gamma=budget.get("gamma"), work_dir=str(work_dir))
 
 
 def print_table(rows: list[dict], size: int) -> None:
@@ -163,6 +189,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="what --minutes counts: this process's CPU time (the same compute for every recipe however "
                         "busy a shared machine is) or wall time")
+    p.add_argument("--schedule", action=argparse.BooleanOptionalAction, default=True,
+                   help="decay the learning rates at the recipe's MultiStepLR milestones taken as fractions of the "
+                        "budget (default; --no-schedule: a constant rate, as the tables before 2026-12-05 (7th))")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=None, help="training batch (default: the recipe's)")
     p.add_argument("--videos", type=int, default=100, help="synthetic videos (10%% are held out)")

@@ -39,10 +39,11 @@ RECIPE = "semantic_prior/small"
 
 
 def train(variant: str, args) -> dict:
-    from learns import training_options
+    from learns import budget_schedule, training_options
 
     from thkit.engine.hooks import TimeBudgetHook
     from thkit.engine.runner import build_runner
+    from thkit.recipe import load_recipe
 
     # wall-time cap 4x the CPU budget (a safety net on a busy machine)
     ns = argparse.Namespace(videos=100, frames=32, batch=args.batch, workers=0, data=args.data,
@@ -54,7 +55,8 @@ def train(variant: str, args) -> dict:
     work_dir = Path(args.work_dir) / variant
     torch.manual_seed(0)
     runner = build_runner(RECIPE, work_dir=str(work_dir), size=64, cfg_options=opts)
-    runner.register_hook(TimeBudgetHook(args.minutes * 60, clock="cpu"), priority="LOWEST")
+    schedule = budget_schedule(load_recipe(RECIPE)) if args.schedule else {}
+    runner.register_hook(TimeBudgetHook(args.minutes * 60, clock="cpu", **schedule), priority="LOWEST")
     t0, c0 = time.perf_counter(), time.process_time()
     runner.train()
     return dict(variant=variant, iterations=int(runner.iter), wall_seconds=round(time.perf_counter() - t0, 1),
@@ -345,6 +347,9 @@ def yaw_calibration(model, meter: PoseMeter, args, frames: int = 24) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=8.0, help="training CPU time per variant (1 thread)")
+    p.add_argument("--schedule", action=argparse.BooleanOptionalAction, default=True,
+                   help="decay the learning rate at the recipe's MultiStepLR milestones taken as fractions of the "
+                        "CPU budget (as benchmarks/learns.py; --no-schedule: constant, as the runs before 2026-12-05)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--data", default="data/synth64")
     p.add_argument("--work-dir", default="work_dirs/semantic_prior")

@@ -561,3 +561,56 @@ def test_progress_bar_and_time_budget_hooks(capsys):
     assert runner.train_loop.stop_training
     with pytest.raises(ValueError, match="clock must be one of wall, cpu"):
         TimeBudgetHook(seconds=1, clock="gpu")
+
+
+def test_time_budget_decays_learning_rates_at_budget_fractions():
+    """``milestones``: every optimiser's rates x gamma each time the used budget fraction passes one (a recipe's
+    MultiStepLR compressed into a time budget), from the rates training started with; stopping is unchanged."""
+    import logging
+    import types
+
+    from mmengine.optim import OptimWrapper, OptimWrapperDict
+
+    from thkit.engine.hooks import TimeBudgetHook
+
+    gen = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=5e-4)
+    disc = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=2e-4)
+    runner = types.SimpleNamespace(iter=0, train_loop=types.SimpleNamespace(stop_training=False),
+                                   logger=logging.getLogger("test"),
+                                   optim_wrapper=OptimWrapperDict(generator=OptimWrapper(gen),
+                                                                  discriminator=OptimWrapper(disc)))
+    hook = TimeBudgetHook(seconds=100, clock="cpu", milestones=[0.6, 0.9], gamma=0.1)
+    now = [0.0]
+    hook._now = lambda: now[0]
+    hook.before_train(runner)
+    seen = []
+    for t in (0, 30, 59.9, 60, 75, 89.9, 90, 99):
+        now[0] = t
+        hook.before_train_iter(runner, 0)
+        seen.append((gen.param_groups[0]["lr"], disc.param_groups[0]["lr"]))
+        hook.after_train_iter(runner, 0)
+        assert not runner.train_loop.stop_training
+    expect = [1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
+    assert [g for g, _ in seen] == pytest.approx([5e-4 * f for f in expect])
+    assert [d for _, d in seen] == pytest.approx([2e-4 * f for f in expect])
+    now[0] = 100
+    hook.after_train_iter(runner, 0)
+    assert runner.train_loop.stop_training
+    # a single optimiser (no OptimWrapperDict) and no milestones: the rate is left alone
+    plain = TimeBudgetHook(seconds=10)
+    runner.optim_wrapper = OptimWrapper(gen)
+    plain.before_train(runner)
+    plain.before_train_iter(runner, 0)
+    assert gen.param_groups[0]["lr"] == pytest.approx(5e-6)
+    single = TimeBudgetHook(seconds=10, milestones=[0.5], gamma=0.5)
+    single._now = lambda: now[0]
+    now[0] = 0
+    single.before_train(runner)
+    now[0] = 6
+    single.before_train_iter(runner, 0)
+    assert gen.param_groups[0]["lr"] == pytest.approx(2.5e-6)
+    for bad, match in (([0.9, 0.6], "increasing fractions"), ([1.0], "increasing fractions"), ([0.0], "in \\(0, 1\\)")):
+        with pytest.raises(ValueError, match=match):
+            TimeBudgetHook(seconds=1, milestones=bad)
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        TimeBudgetHook(seconds=1, milestones=[0.5], gamma=0)

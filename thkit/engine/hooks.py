@@ -11,7 +11,8 @@ loss curves, and the final weights as a thkit checkpoint.
                             the visualiser (TensorBoard)
 ``TrainRecordsHook``        every iteration's losses in ``work_dir/records/train.jsonl`` (validation results in
                             ``val.jsonl``), and ``work_dir/records/loss_curves.png`` at the end
-``TimeBudgetHook``          stop cleanly after a wall-time budget (fixed-budget runs, benchmarks)
+``TimeBudgetHook``          stop cleanly after a wall- or CPU-time budget (fixed-budget runs, benchmarks),
+                            optionally decaying the learning rates at fractions of the budget
 ``GeneratorEMAHook``        an exponential moving average of (parts of) the generator, saved in and resumed
                             from the checkpoints, swapped in for validation and exported as the weights
 ``ExportWeightsHook``       at the end, ``work_dir/<name>.pth``: a thkit checkpoint (generator and
@@ -295,32 +296,71 @@ class TimeBudgetHook(Hook):
     iteration; the final checkpoint, records and exports happen as at a normal end).  For fixed-budget runs and
     benchmarks.
 
+    A recipe's step schedule (``MultiStepLR`` at iterations ``m_i`` of ``max_iters``) has no meaning when the run
+    stops on time instead; ``milestones`` gives it one: every optimiser's learning rates are multiplied by
+    ``gamma`` each time the used fraction of the budget passes a milestone (``[0.6, 0.9]`` is FOMM's 60/90 of 100
+    epochs), so a short run ends, as a full one does, on a decayed learning rate instead of wherever Adam's noise
+    left it at full step size.
+
     Args:
         seconds: the training-time budget (from the first iteration; data preparation is not counted).
         clock: ``'wall'`` (``time.monotonic``) or ``'cpu'`` (``time.process_time``, all of this process's threads;
             loader workers are other processes): on a shared machine a wall-time budget buys fewer iterations the
             busier the machine is, a CPU-time budget the same compute whatever the load.
+        milestones: increasing fractions of the budget in (0, 1) at which the learning rates decay (default: none,
+            the rates are left to the recipe's schedulers).
+        gamma: the factor applied at each milestone.
     """
 
     priority = "LOWEST"
     CLOCKS = ("wall", "cpu")
 
-    def __init__(self, seconds: float, clock: str = "wall"):
+    def __init__(self, seconds: float, clock: str = "wall", milestones=(), gamma: float = 0.1):
         if float(seconds) <= 0:
             raise ValueError(f"TimeBudgetHook: seconds must be > 0, got {seconds}")
         if clock not in self.CLOCKS:
             raise ValueError(f"TimeBudgetHook: clock must be one of {', '.join(self.CLOCKS)}, got {clock!r}")
+        milestones = [float(m) for m in milestones]
+        if any(not 0 < m < 1 for m in milestones) or milestones != sorted(milestones):
+            raise ValueError(f"TimeBudgetHook: milestones must be increasing fractions of the budget in (0, 1), "
+                             f"got {milestones}")
+        if not float(gamma) > 0:
+            raise ValueError(f"TimeBudgetHook: gamma must be > 0, got {gamma}")
         self.seconds = float(seconds)
         self.clock = clock
+        self.milestones = milestones
+        self.gamma = float(gamma)
         self._start: float | None = None
+        self._base_lrs: list[tuple[dict, float]] = []
+        self._decays = 0
 
     def _now(self) -> float:
         import time
 
         return time.process_time() if self.clock == "cpu" else time.monotonic()
 
+    def used(self) -> float:
+        """The fraction of the budget used so far (0 before training starts)."""
+        return 0.0 if self._start is None else (self._now() - self._start) / self.seconds
+
     def before_train(self, runner) -> None:
         self._start = self._now()
+        if self.milestones:
+            wrapper = runner.optim_wrapper
+            wrappers = wrapper.values() if hasattr(wrapper, "optim_wrappers") else [wrapper]
+            self._base_lrs = [(g, g["lr"]) for w in wrappers for g in w.optimizer.param_groups]
+            self._decays = 0
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if not self.milestones:
+            return
+        decays = sum(self.used() >= m for m in self.milestones)
+        if decays != self._decays:
+            self._decays = decays
+            for group, lr in self._base_lrs:
+                group["lr"] = lr * self.gamma ** decays
+            runner.logger.info(f"{self.used():.0%} of the time budget used at iteration {runner.iter + 1}: learning "
+                               f"rates x{self.gamma ** decays:g} of their starting values")
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         import torch.distributed as dist
