@@ -74,6 +74,8 @@ def training_options(recipe: str, args) -> dict:
     # callers that build their own Namespace (benchmarks/semantic_prior.py) get the wall-time hook as before
     budget = dict(type="TimeBudgetHook", seconds=args.minutes * 60, clock=getattr(args, "clock", "wall"))
     if getattr(args, "schedule", False):
+        from thkit.engine.hooks import budget_schedule
+
         budget.update(budget_schedule(cfg))
     opts["custom_hooks"] = [dict(type="TrainRecordsHook"), budget,
                             dict(type="SampleGridHook", interval=10**9, num_samples=4), dict(type="ExportWeightsHook"),
@@ -84,25 +86,6 @@ def training_options(recipe: str, args) -> dict:
 
 
 @torch.no_grad()
-def budget_schedule(cfg) -> dict:
-    """The recipe's step schedule as fractions of the time budget: ``MultiStepLR`` (by iteration) at ``m_i`` of
-    ``train_cfg.max_iters`` becomes :class:`~thkit.engine.hooks.TimeBudgetHook`'s ``milestones=[m_i / max_iters]``
-    with its ``gamma``; ``{}`` (a constant rate) for a recipe without one.  Other schedulers are not translated:
-    one line says so."""
-    scheds = cfg.get("param_scheduler") or []
-    scheds = [scheds] if isinstance(scheds, dict) else list(scheds)
-    max_iters = (cfg.get("train_cfg") or {}).get("max_iters")
-    steps = [s for s in scheds if s.get("type") == "MultiStepLR" and not s.get("by_epoch", True)]
-    if len(steps) != len(scheds) or len(steps) > 1 or not max_iters:
-        if scheds:
-            print(f"learns.py: schedule {[s.get('type') for s in scheds]} not translated to the time budget "
-                  f"(only one by-iteration MultiStepLR with train_cfg.max_iters is): constant learning rate")
-        return {}
-    if not steps:
-        return {}
-    return dict(milestones=[m / max_iters for m in steps[0]["milestones"]], gamma=steps[0].get("gamma", 0.1))
-
-
 def held_out(generator, args, input_range) -> dict[str, float]:
     """L1 / PSNR of the generator and of copy-the-source on the test videos (frame 0 of each video is the
     source of its other frames)."""

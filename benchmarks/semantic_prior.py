@@ -39,9 +39,9 @@ RECIPE = "semantic_prior/small"
 
 
 def train(variant: str, args) -> dict:
-    from learns import budget_schedule, training_options
+    from learns import training_options
 
-    from thkit.engine.hooks import TimeBudgetHook
+    from thkit.engine.hooks import TimeBudgetHook, budget_schedule
     from thkit.engine.runner import build_runner
     from thkit.recipe import load_recipe
 

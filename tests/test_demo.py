@@ -37,3 +37,15 @@ def test_demo_writes_everything(tmp_path):
     assert "| L1 | lower |" in text
     out = (tmp_path / "console.txt").read_text()
     assert "thkit demo done" in out and str(paths["video"]) in out
+
+
+def test_demo_training_ends_on_the_recipes_decayed_rate(tmp_path):
+    """The demo's few minutes follow the recipe's step schedule as fractions of the budget (the recipe's own
+    MultiStepLR at 12k/18k of 20k iterations would never fire in minutes), and nothing decays twice."""
+    from thkit.inference.demo import _train_options
+    from thkit.recipe import load_recipe
+
+    opts = _train_options(load_recipe("fomm/small"), tmp_path, 60.0, videos=4, frames=4)
+    (budget,) = [h for h in opts["custom_hooks"] if h["type"] == "TimeBudgetHook"]
+    assert budget["seconds"] == 60.0 and budget["milestones"] == pytest.approx([0.6, 0.9]) and budget["gamma"] == 0.1
+    assert opts["param_scheduler"] == []

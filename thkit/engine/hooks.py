@@ -378,6 +378,27 @@ class TimeBudgetHook(Hook):
             runner.train_loop.stop_training = True
 
 
+def budget_schedule(cfg) -> dict:
+    """A recipe's step schedule as :class:`TimeBudgetHook` arguments: a by-iteration ``MultiStepLR`` at ``m_i`` of
+    ``train_cfg.max_iters`` becomes ``milestones=[m_i / max_iters]`` with its ``gamma``; ``{}`` (the rates left as
+    they are) for a recipe without one, and for other schedulers, with a warning naming them.  A caller that uses
+    the result also drops the recipe's ``param_scheduler``, so that the rates decay once."""
+    import warnings
+
+    scheds = cfg.get("param_scheduler") or []
+    scheds = [scheds] if isinstance(scheds, dict) else list(scheds)
+    max_iters = (cfg.get("train_cfg") or {}).get("max_iters")
+    steps = [s for s in scheds if s.get("type") == "MultiStepLR" and not s.get("by_epoch", True)]
+    if not scheds:
+        return {}
+    if len(steps) != 1 or len(scheds) != 1 or not max_iters:
+        warnings.warn(f"schedule {[s.get('type') for s in scheds]} is not translated into the time budget (only a "
+                      f"single by-iteration MultiStepLR with train_cfg.max_iters is): the rates stay constant",
+                      stacklevel=2)
+        return {}
+    return dict(milestones=[m / max_iters for m in steps[0]["milestones"]], gamma=steps[0].get("gamma", 0.1))
+
+
 EMA_KEY = "thkit_generator_ema"
 
 

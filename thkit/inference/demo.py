@@ -63,9 +63,14 @@ def _train_options(cfg, out: Path, seconds: float, videos: int, frames: int) -> 
     """``--cfg-options`` that point a synthetic-data recipe at the demo's data and time budget (the size goes
     to :func:`~thkit.engine.runner.train` as ``size``)."""
     hooks = [dict(h) for h in (cfg.get("custom_hooks") or []) if dict(h).get("type") != "TimeBudgetHook"]
-    hooks.append(dict(type="TimeBudgetHook", seconds=float(seconds)))
+    from thkit.engine.hooks import budget_schedule
+
+    schedule = budget_schedule(cfg)  # the recipe's step schedule as fractions of the budget
+    hooks.append(dict(type="TimeBudgetHook", seconds=float(seconds), **schedule))
     opts: dict[str, Any] = {"custom_hooks": hooks, "train_cfg.val_interval": 10**9,
                             "default_hooks.logger.interval": 10, "log_level": "WARNING"}
+    if schedule:
+        opts["param_scheduler"] = []
     for loader in ("train_dataloader", "val_dataloader"):
         if cfg.get(loader) and "dataset" in cfg[loader]:
             opts[f"{loader}.dataset.root"] = str(out)
