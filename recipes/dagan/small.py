@@ -11,7 +11,8 @@ num_kp = 10
 # for the released weights; small recipes train from scratch): with False, FOMM's coordinate grid (-1..1 at pixel
 # centres) is not the identity warp, so even the unmoved background comes out stretched (the identity flow at 16x16
 # warps the 64 px synthetic heads to L1 0.059 of the source, more than copy-the-source's 0.046) and the generator
-# must undo it.  benchmarks/learns.py (6 CPU minutes, 64 px): held-out L1 0.0502 -> 0.0442, 0.0449 (copy 0.0462).
+# must undo it.  benchmarks/learns.py (6 CPU minutes, 64 px): held-out L1 0.0502 -> 0.0442, 0.0449 at a constant
+# learning rate, 0.0410, 0.0414 with the step schedule compressed into the budget (copy 0.0462).
 align_corners = True
 
 model = dict(

@@ -41,7 +41,8 @@ test_size = 128
 # fusion-free decoding of the latent, 0.5 x pixel + perceptual) is off: about 20% less CPU per iteration.  Measured
 # with benchmarks/learns.py (--size 64 --threads 1, CPU-time budgets; benchmarks/README.md): at 6 CPU minutes held-out
 # L1 0.0500 -> 0.0436 and PSNR 22.12 -> 22.80 dB (copy-the-source 0.0462, 20.30 dB), so it now beats copying the
-# source on both; at 3 CPU minutes (batch 4) the loss changes alone took L1 from 0.0741 to 0.0513, keeping L_low 0.0564.
+# source on both (with the step schedule compressed into the budget: 0.0424 and 0.0427, 22.84 and 22.79 dB); at 3
+# CPU minutes (batch 4) the loss changes alone took L1 from 0.0741 to 0.0513, keeping L_low 0.0564.
 # The CPU recipes opt in to two of thkit's training corrections (recipes/smac/README.md): a keypoint-distance loss that
 # trains (the official sign() penalty has zero gradient) and an equivariance warp whose identity is exact.
 losses = dict(pixel=dict(weight=10.0), perceptual=dict(allow_random=True, layer_weights=[1.0]), low_res=None,
