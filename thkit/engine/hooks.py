@@ -300,7 +300,8 @@ class TimeBudgetHook(Hook):
     stops on time instead; ``milestones`` gives it one: every optimiser's learning rates are multiplied by
     ``gamma`` each time the used fraction of the budget passes a milestone (``[0.6, 0.9]`` is FOMM's 60/90 of 100
     epochs), so a short run ends, as a full one does, on a decayed learning rate instead of wherever Adam's noise
-    left it at full step size.
+    left it at full step size.  The budget and its milestones count from this run's first iteration: a resumed run
+    gets a fresh budget and starts again from the rates it resumed with.
 
     Args:
         seconds: the training-time budget (from the first iteration; data preparation is not counted).
