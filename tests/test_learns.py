@@ -91,6 +91,9 @@ def test_learns_compresses_the_recipes_step_schedule_into_the_budget():
     from thkit.engine.hooks import budget_schedule
 
     assert budget_schedule(Config(dict(train_cfg=dict(max_iters=10)))) == {}
+    late = dict(type="MultiStepLR", by_epoch=False, milestones=[5, 10, 12], gamma=0.5)  # 10, 12: never reached
+    assert budget_schedule(Config(dict(train_cfg=dict(max_iters=10), param_scheduler=[late]))) == dict(
+        milestones=[0.5], gamma=0.5)
     cosine = Config(dict(train_cfg=dict(max_iters=10), param_scheduler=[dict(type="CosineAnnealingLR", T_max=10)]))
     with pytest.warns(UserWarning, match=r"\['CosineAnnealingLR'\] is not translated"):
         assert budget_schedule(cosine) == {}

@@ -397,7 +397,9 @@ def budget_schedule(cfg) -> dict:
                       f"single by-iteration MultiStepLR with train_cfg.max_iters is): the rates stay constant",
                       stacklevel=2)
         return {}
-    return dict(milestones=[m / max_iters for m in steps[0]["milestones"]], gamma=steps[0].get("gamma", 0.1))
+    # a milestone at or past max_iters never fires in the full training either
+    fractions = sorted(m / max_iters for m in steps[0]["milestones"] if 0 < m < max_iters)
+    return dict(milestones=fractions, gamma=steps[0].get("gamma", 0.1)) if fractions else {}
 
 
 EMA_KEY = "thkit_generator_ema"
