@@ -94,9 +94,7 @@ def _measure_io(model, mt, frames: int, size: int, batch_size: int) -> tuple[int
                 w.write(np.repeat((255 * blob)[..., None], 3, axis=2).astype(np.uint8))
         src = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
         res = animate_video(model, src, drv_path, os.path.join(tmp, "out.mp4"), image_size=size,
-                            input_range=tuple(model.input_range), batch_size=batch_size, progress=False,
-                            relative=mt["relative"], relative_jacobian=mt["relative_jacobian"],
-                            adapt_movement_scale=mt["adapt_movement_scale"])
+                            input_range=tuple(model.input_range), batch_size=batch_size, progress=False, **mt)
         return batch_size, res.fps_compute
 
 

@@ -68,8 +68,7 @@ def run_animate(args, models: dict | None = None, on_frame=None):
     model = backend_model(model, args.backend, args.precision, device)
     res = animate_video(
         model, args.source, args.driving, args.out, image_size=size, input_range=input_range,
-        relative=mt["relative"], relative_jacobian=mt["relative_jacobian"],
-        adapt_movement_scale=mt["adapt_movement_scale"], crop=args.crop, crop_scale=args.crop_scale,
+        **mt, crop=args.crop, crop_scale=args.crop_scale,
         crop_frames=args.crop_frames, face_detector=args.face_detector, side_by_side=args.side_by_side,
         audio=not args.no_audio, batch_size=batch_size(args, device), device=device,
         progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf, keypoint_transfer=transfer_net,

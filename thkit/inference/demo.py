@@ -192,8 +192,7 @@ def run_demo(out: str | Path = "thkit_demo", minutes: float = 3.0, recipe: str =
     frames: list[np.ndarray] = []
     res = animate_video(model, source, driving, video, image_size=size, input_range=input_range, crop=True,
                         visualize=True, batch_size=default_batch_size(dev), device=dev, progress=progress,
-                        relative=mt["relative"], relative_jacobian=mt["relative_jacobian"],
-                        adapt_movement_scale=mt["adapt_movement_scale"], on_frame=frames.append)
+                        on_frame=frames.append, **mt)
     console.print(f"    {res.frames} frames at {res.fps:.2f} fps, face crop by {res.crop.get('detector')}, "
                   f"{res.fps_compute:.1f} frames/s; panels: {' | '.join(res.panels)}")
     grid = out / "grid.png"
