@@ -17,6 +17,10 @@ and ``without`` (its weight 0: FOMM small with 10 free keypoints).  Then, on hel
     (edited minus unedited) by MediaPipe (face mesh at 256 px, template fit of the same 10 face points) and by the
     render fit; and, for calibration, how much of a true driving yaw change the meter sees and the model realises in
     plain reconstruction (:func:`yaw_calibration`).
+(g) calibrated control: the model's pose gain (the fraction of a keypoint rotation it turns its output head by,
+    :func:`pose_gain`) measured on four *other* held-out videos, then the control with ``control.pose_gain.yaw`` set
+    to it on the test videos: requested yaw vs the output's yaw change (MediaPipe on ``deformed``, divided by the
+    meter's own scale), and the error per request (:func:`calibrated_control_study`).
 
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --minutes 8          # trains both, then measures
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --skip-training      # measures the last trainings
@@ -321,13 +325,71 @@ def control_study(model, meter: PoseMeter, args) -> dict:
     return out
 
 
-def yaw_calibration(model, meter: PoseMeter, args, frames: int = 24) -> dict:
+def _slope_through_origin(x: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(y)
+    return float((x[ok] * y[ok]).sum() / (x[ok] ** 2).sum())
+
+
+def pose_gain(model, meter: PoseMeter, args) -> dict:
+    """(g) Calibration of the control, on the *calibration* videos (not the test ones): the meter's scale (slope of
+    MediaPipe's yaw change on the renderer's own frames against the true change, :func:`yaw_calibration`), then the
+    output's yaw change per degree of requested yaw with the uncalibrated control (MediaPipe on ``deformed``,
+    edited minus unedited, divided by the meter's scale; slope through the origin).  That slope is the model's
+    ``control.pose_gain.yaw``: the fraction of a keypoint rotation it turns its output head by."""
+    from thkit.transfer_control import build_motion_control
+
+    scale = yaw_calibration(model, meter, args, videos=args.calibration_videos)["slopes"]["mediapipe_on_driving"]
+    xs, ys = [], []
+    for idx in args.calibration_videos:
+        drv, _ = render_clip(idx, args.frames)
+        base = meter(animate_frames(model, drv[0], drv)["deformed"])[:, 0]
+        for y in args.yaws:
+            res = animate_frames(model, drv[0], drv, build_motion_control(model.recipe, pose={"yaw": y}))
+            xs.append(np.full(len(drv), y))
+            ys.append((meter(res["deformed"])[:, 0] - base) / scale)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return dict(gain=_slope_through_origin(x, y), meter_scale=scale, videos=list(args.calibration_videos),
+                requests=list(args.yaws), frames=int(np.isfinite(y).sum()))
+
+
+def calibrated_control_study(model, meter: PoseMeter, args, gain: float, scale: float) -> dict:
+    """(g) The control with ``pose_gain.yaw = gain`` on the *test* videos: each animated by itself with ``pose={'yaw':
+    Y}`` and without; the output's yaw change (MediaPipe on ``deformed`` / the meter's scale, true degrees) and the
+    keypoints' (template fit) against the request.  Requests beyond what the gain allows are left out."""
+    from thkit.transfer_control import build_motion_control
+
+    limit = float(model.recipe.control.pose_range["yaw"]) * gain
+    cfg = {"control": dict(model.recipe.control, pose_gain=dict(yaw=gain))}
+    yaws = [y for y in args.calibrated_yaws if abs(y) <= limit]
+    rows = {y: ([], []) for y in yaws}
+    for idx in args.test_videos:
+        drv, _ = render_clip(idx, args.frames)
+        base = meter(animate_frames(model, drv[0], drv)["deformed"])[:, 0]
+        base_kp = keypoint_pose(model, drv[0], drv)[:, 0]
+        for y in yaws:
+            ctrl = build_motion_control(cfg, pose={"yaw": y})
+            res = animate_frames(model, drv[0], drv, ctrl)
+            rows[y][0].append((meter(res["deformed"])[:, 0] - base) / scale)
+            rows[y][1].append(keypoint_pose(model, drv[0], drv, ctrl)[:, 0] - base_kp)
+    out = {}
+    for y, (img, kp) in rows.items():
+        d, k = np.concatenate(img), np.concatenate(kp)
+        ok = np.isfinite(d)
+        out[str(y)] = dict(output_yaw_change=float(d[ok].mean()), output_sd=float(d[ok].std()),
+                           error=float(d[ok].mean() - y), frames=int(ok.sum()), keypoint_yaw_change=float(k.mean()))
+    errors = [abs(v["error"]) for v in out.values()]
+    return dict(gain=gain, largest_request=limit, requests=out,
+                mean_abs_error=float(np.mean(errors)) if errors else float("nan"),
+                max_abs_error=float(np.max(errors)) if errors else float("nan"))
+
+
+def yaw_calibration(model, meter: PoseMeter, args, frames: int = 24, videos=None) -> dict:
     """What a yaw change of the *driving* head does, in plain reconstruction (no edit): slopes of the yaw change
     (frame t minus frame 0) measured by MediaPipe on the renderer's frames, by a template fit of the model's
     keypoints, and by MediaPipe on the model's ``deformed`` output, each against the renderer's true yaw change.  It
     says how much of a yaw change the meter sees and how much the model realises, edit or no edit."""
     xs, out = [], {"mediapipe_on_driving": [], "keypoints": [], "mediapipe_on_deformed": []}
-    for idx in args.test_videos:
+    for idx in (args.test_videos if videos is None else videos):
         drv, motion = render_clip(idx, frames)
         truth = np.degrees(motion.yaw)
         res = animate_frames(model, drv[0], drv)
@@ -357,20 +419,24 @@ def main(argv=None) -> dict:
     p.add_argument("--only", choices=["with", "without"], default=None, help="train one variant only")
     p.add_argument("--frames", type=int, default=8, help="frames per rendered clip in (a) and (c)")
     p.add_argument("--videos", type=int, default=4, help="held-out head videos used in (a) and (c)")
-    p.add_argument("--parts", default="abc", help="which measurements: any of a, b, c")
+    p.add_argument("--parts", default="abcg", help="which measurements: any of a, b, c, g (the control's gain, "
+                                                     "calibrated on other held-out videos, then tested)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     args.test_videos = list(range(90, 99))[:args.videos]  # held-out head videos of data/synth64 (99 is a warp video)
     args.offsets = [(20.0, 0.0, 0.0), (-20.0, 0.0, 0.0), (0.0, 0.0, 12.0), (15.0, 8.0, 0.0)]
     args.yaws = [-20.0, -10.0, 10.0, 20.0]
+    args.calibration_videos = list(range(94, 98))  # other held-out videos: the gain is not fitted on the test ones
+    args.calibrated_yaws = [-15.0, -10.0, -5.0, 5.0, 10.0, 15.0]
     res: dict = {}
     if not args.skip_training:
         res["training"] = [train(v, args) for v in ([args.only] if args.only else ["with", "without"])]
         if args.only:
             print(json.dumps(res, indent=1))
             return res
-    models = {v: load(v, args).eval() for v in ("with", "without")}
+    variants = ("with", "without") if "b" in args.parts else ("with",)
+    models = {v: load(v, args).eval() for v in variants}
     if "b" in args.parts:
         res["geometry_loss"] = geometry_curve(args)
         res["tracking"] = keypoint_tracking(models, args)
@@ -380,6 +446,10 @@ def main(argv=None) -> dict:
     if "c" in args.parts:
         res["control"] = control_study(models["with"], meter, args)
         res["yaw_calibration"] = yaw_calibration(models["with"], meter, args)
+    if "g" in args.parts:
+        res["pose_gain"] = cal = pose_gain(models["with"], meter, args)
+        res["calibrated_control"] = calibrated_control_study(models["with"], meter, args, cal["gain"],
+                                                             cal["meter_scale"])
     print(json.dumps(res, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))

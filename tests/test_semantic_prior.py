@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from thkit.builder import build
+from thkit.errors import ThkitError
 from thkit.inference.stream import MotionTransfer
 from thkit.losses.geometry import FaceGeometryLoss, anchor_targets
 from thkit.motion.face_prior import FacePriorControl, PoseAlignment, SimilarityAlignment
@@ -177,6 +178,27 @@ def test_yaw_edit_rotates_the_fitted_pose_by_the_request():
     # an expression moves the lower lip down in the head frame (image y grows at zero roll), not the brows
     e = ctrl({"value": posed(0, 0, 0)}, expression={"mouth_open": 1.0})["value"] - posed(0, 0, 0)
     assert e[0, 8, 1] > 0.05 and e[0, 0].abs().max() < 1e-6
+
+
+def test_pose_gain_rotates_the_keypoints_by_the_request_over_the_gain():
+    """A calibrated control (the model turns its output by ``gain`` of a keypoint rotation) rotates the keypoints by
+    ``request / gain``; the keypoint rotation it needs must stay within the trained range."""
+    spec = dict(CFG.control)
+    kp = {"value": posed(12, -4, 3)}
+    calibrated = build("motion", dict(spec, pose_gain=dict(yaw=0.5)), path="control")
+    assert calibrated.keypoint_angles({"yaw": 10.0}) == {"yaw": 20.0, "pitch": 0.0, "roll": 0.0}
+    out = calibrated(kp, {"yaw": 10.0, "pitch": -5.0})  # pitch keeps its default gain of 1
+    assert torch.allclose(out["value"], _control()(kp, {"yaw": 20.0, "pitch": -5.0})["value"])
+    assert torch.allclose(fit_pose(out["value"], TEMPLATE)["angles"], torch.tensor([[32.0, -9.0, 3.0]]), atol=1e-3)
+    with pytest.raises(ControlError) as e:  # 25 / 0.5 = 50 degrees of keypoint rotation > 40
+        calibrated(kp, {"yaw": 25.0})
+    msg = str(e.value)
+    assert "\n" not in msg and "yaw=25" in msg and "pose_gain" in msg and "50.0" in msg
+    assert "largest request is 20.0" in msg
+    with pytest.raises(ThkitError, match="pose_gain.yaw=0: expected the measured fraction"):
+        build("motion", dict(spec, pose_gain=dict(yaw=0.0)), path="control")
+    with pytest.raises(ThkitError, match="pose_gain: unknown angle 'yew'"):
+        build("motion", dict(spec, pose_gain=dict(yew=0.5)), path="control")
 
 
 def test_out_of_range_and_malformed_requests_are_one_line_errors():

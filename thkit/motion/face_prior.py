@@ -119,12 +119,18 @@ class FacePriorControl(MotionEstimator):
         pose_range: largest ``|angle|`` in degrees per angle that the model was trained for.
         expressions: ``{name: dict(basis=(K, 3) head-unit displacements per unit, range=(lo, hi))}``.
         iters: Gauss-Newton steps of the pose fit.
+        pose_gain: per angle, the fraction of a keypoint rotation that the trained model turns its output head by
+            (a *measured* property of trained weights, e.g. ``benchmarks/semantic_prior.py``'s calibration; default
+            1: the keypoints are rotated by the requested angle).  A request of ``Y`` degrees rotates the keypoints
+            by ``Y / gain`` so that the output turns by ``Y``; that keypoint rotation must stay within
+            ``pose_range`` (the poses the model was trained for), or the request is refused in one line.
     """
 
     contract_outputs = ("value",)
 
     def __init__(self, template: Sequence[Sequence[float]], pose_range: Mapping[str, float] | None = None,
-                 expressions: Mapping[str, Mapping[str, Any]] | None = None, iters: int = 15):
+                 expressions: Mapping[str, Mapping[str, Any]] | None = None, iters: int = 15,
+                 pose_gain: Mapping[str, float] | None = None):
         super().__init__()
         self.register_buffer("template", _template(template), persistent=False)
         k = self.template.shape[0]
@@ -140,16 +146,33 @@ class FacePriorControl(MotionEstimator):
             lo, hi = (float(v) for v in spec.get("range", (-1.0, 1.0)))
             self.expressions[str(name)] = (basis, (lo, hi))
         self.iters = int(iters)
+        unknown = sorted(set(pose_gain or {}) - set(POSE_ANGLES))
+        if unknown:
+            raise ThkitError(f"control.pose_gain: unknown angle {unknown[0]!r} (angles: yaw, pitch, roll)")
+        self.pose_gain = {a: float((pose_gain or {}).get(a, 1.0)) for a in POSE_ANGLES}
+        for a, g in self.pose_gain.items():
+            if not (math.isfinite(g) and 0.05 <= g <= 20.0):
+                raise ThkitError(f"control.pose_gain.{a}={g:g}: expected the measured fraction of a keypoint rotation "
+                                 "the model realises, between 0.05 and 20 (1: uncalibrated)")
+
+    def keypoint_angles(self, pose: Mapping[str, float] | None) -> dict[str, float]:
+        """The keypoint rotation (degrees per angle) that makes the output turn by ``pose``: ``pose / pose_gain``."""
+        return {a: float((pose or {}).get(a, 0.0)) / self.pose_gain[a] for a in POSE_ANGLES}
 
     def check(self, pose: Mapping[str, float] | None = None, expression: Mapping[str, float] | None = None) -> None:
         """Raise :class:`ControlError` (one line) for a request this model cannot honour."""
         for name, val in (pose or {}).items():
             if name not in POSE_ANGLES:
                 raise ControlError(f"--pose: unknown angle {name!r}; use yaw, pitch and roll (degrees)")
-            lim = self.pose_range[name]
+            lim, gain = self.pose_range[name], self.pose_gain[name]
             if not math.isfinite(float(val)) or abs(float(val)) > lim:
                 raise ControlError(f"--pose {name}={float(val):g}: outside the range this model was trained for "
                                    f"(|{name}| <= {lim:g} degrees, the recipe's control.pose_range)")
+            if abs(float(val)) / gain > lim:
+                raise ControlError(f"--pose {name}={float(val):g}: this model turns its output by {gain:g} of a "
+                                   f"keypoint rotation (control.pose_gain), so it needs {float(val) / gain:.1f} "
+                                   f"degrees of keypoint rotation, outside the range it was trained for "
+                                   f"(|{name}| <= {lim:g}); the largest request is {lim * gain:.1f}")
         for name, val in (expression or {}).items():
             if name not in self.expressions:
                 have = ", ".join(self.expressions) or "none"
@@ -162,7 +185,7 @@ class FacePriorControl(MotionEstimator):
     def forward(self, kp: dict[str, Tensor], pose: Mapping[str, float] | None = None,
                 expression: Mapping[str, float] | None = None) -> dict[str, Tensor]:
         self.check(pose, expression)
-        angles = {a: float((pose or {}).get(a, 0.0)) for a in POSE_ANGLES}
+        angles = self.keypoint_angles(pose)
         coefs = {n: float(c) for n, c in (expression or {}).items() if float(c) != 0.0}
         if not any(angles.values()) and not coefs:
             return dict(kp)  # nothing requested: the keypoints as they are
