@@ -5,6 +5,8 @@
 # FacePriorControl.  Assumptions as in vox256.py; here:
 # * pose_range = the synthetic training data's: HeadMotion.sample draws yaw amplitudes up to 40, pitch 20, roll 15
 #   degrees (thkit/datasets/synthetic.py), so a request beyond those is outside what the model saw;
+# * control.pose_gain is left at 1 (uncalibrated: keypoints rotated by the request): a gain measured on some videos
+#   did not transfer to others (0.23 vs 0.43 on one trained model, docs/methods/semantic_prior.md), so none is assumed;
 # * the geometry loss weight 10 as vox256; the synthetic data root data/synth64.
 _base_ = ['../fomm/small.py', '../_base_/face_priors/head10.py']
 
