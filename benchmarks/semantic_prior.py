@@ -21,6 +21,8 @@ and ``without`` (its weight 0: FOMM small with 10 free keypoints).  Then, on hel
     :func:`pose_gain`) measured on four *other* held-out videos, then the control with ``control.pose_gain.yaw`` set
     to it on the test videos: requested yaw vs the output's yaw change (MediaPipe on ``deformed``, divided by the
     meter's own scale), and the error per request (:func:`calibrated_control_study`).
+(l) the warp without a detector: where the source's true landmarks land in ``deformed`` (the flow inverted at each
+    landmark), their yaw against the true driving yaw, and under ``--pose yaw=Y`` (:func:`landmark_study`).
 
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --minutes 8          # trains both, then measures
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --skip-training      # measures the last trainings
@@ -254,6 +256,85 @@ def keypoint_pose(model, source_u8, driving_u8, control=None) -> np.ndarray:
     return fit_pose(kp["value"], torch.tensor(model.recipe.face_prior_template))["angles"].numpy()
 
 
+def render_clip_landmarks(index: int, frames: int, size: int = 64):
+    """:func:`render_clip` with the renderer's 22 landmarks (T, 22, 2) pixels."""
+    from thkit.datasets.synthetic import HeadIdentity, HeadMotion, HeadRenderer
+
+    identity = HeadIdentity.sample(np.random.default_rng([0, 2, index]))
+    motion = HeadMotion.sample(np.random.default_rng([0, 1, index]), frames)
+    out = HeadRenderer(size).render(identity, motion)
+    return out["frames"], out["landmarks"], motion
+
+
+def landmark_yaw(model, landmarks: np.ndarray) -> np.ndarray:
+    """Yaw (degrees) of (T, 22, 2) landmark positions (pixels at 64 px): the template fit of the 10 anchor points, as
+    the keypoints' and MediaPipe's poses are measured."""
+    from thkit.transfer_control import fit_pose
+
+    anchors = model.recipe.face_prior_anchors_synthetic
+    pts = torch.tensor(np.stack([landmarks[:, a].mean(1) for a in anchors], 1), dtype=torch.float64)
+    return fit_pose(pts / 31.5 - 1, torch.tensor(model.recipe.face_prior_template, dtype=torch.float64))[
+        "angles"][:, 0].numpy()
+
+
+@torch.no_grad()
+def landed_landmarks(model, source_u8, driving_u8, source_landmarks: np.ndarray, control=None) -> np.ndarray:
+    """Where the source's true landmarks land in ``deformed``: for each, the output pixel whose sampling position in
+    the source (the predicted flow, resized to the image as the warp does) is nearest to it, refined by one Newton
+    step on the flow's local Jacobian.  (T, 22, 2) pixels: an exact geometric meter of the warp, no detector."""
+    from thkit.inference.stream import MotionTransfer
+    from thkit.warp.grid_sample import resize_flow
+
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    cache = model.encode_source(to_t(source_u8[None]))
+    mt = MotionTransfer(cache["kp_source"], relative=True, relative_jacobian=True, control=control)
+    size = driving_u8.shape[1]
+    grid = resize_flow(model.animate(cache, mt(model.detect(to_t(driving_u8))))["deformation"], (size, size),
+                       align_corners=True).double()
+    g = (grid + 1) * (size - 1) / 2  # (T, H, W, 2) source pixel sampled by each output pixel
+    target = torch.tensor(source_landmarks, dtype=torch.float64)
+    t, h, w, _ = g.shape
+    d = ((g[:, :, :, None] - target) ** 2).sum(-1).view(t, h * w, -1)
+    idx = d.argmin(1)  # (T, 22)
+    ys, xs = (idx // w).clamp(1, h - 2), (idx % w).clamp(1, w - 2)
+    at = lambda dy, dx: g[torch.arange(t)[:, None], ys + dy, xs + dx]  # noqa: E731  (T, 22, 2)
+    jac = torch.stack([(at(0, 1) - at(0, -1)) / 2, (at(1, 0) - at(-1, 0)) / 2], -1)  # d source / d (x, y)
+    step = torch.linalg.solve(jac + 1e-6 * torch.eye(2, dtype=jac.dtype), (target - at(0, 0))[..., None])[..., 0]
+    return (torch.stack([xs, ys], -1).double() + step.clamp(-1, 1)).numpy()
+
+
+def landmark_study(model, args) -> dict:
+    """(l) The warp measured on the renderer's landmarks (no detector): slope of the yaw change of the source's
+    landmarks as ``deformed`` places them against the true driving yaw change (the meter's own slope on the true
+    driving landmarks beside it), and their yaw change under ``--pose yaw=Y`` (edited minus unedited, divided by
+    that slope: true degrees; mean and median over the frames, as a few frames at large driving yaw swing far)."""
+    from thkit.transfer_control import build_motion_control
+
+    xs, on_driving, on_deformed = [], [], []
+    edits = {y: [] for y in args.yaws}
+    for idx in args.test_videos + args.calibration_videos:
+        frames, lms, motion = render_clip_landmarks(idx, 24)
+        truth = np.degrees(motion.yaw)
+        drv = landmark_yaw(model, lms)
+        out = landmark_yaw(model, landed_landmarks(model, frames[0], frames, lms[0]))
+        xs.append(truth - truth[0])
+        on_driving.append(drv - drv[0])
+        on_deformed.append(out - out[0])
+        for y in args.yaws:
+            ctrl = build_motion_control(model.recipe, pose={"yaw": y})
+            edits[y].append(landmark_yaw(model, landed_landmarks(model, frames[0], frames, lms[0], ctrl)) - out)
+    x = np.concatenate(xs)
+    meter = float(np.polyfit(x, np.concatenate(on_driving), 1)[0])
+    warp = float(np.polyfit(x, np.concatenate(on_deformed), 1)[0])
+    rows = {}
+    for y, v in edits.items():
+        d = np.concatenate(v) / meter
+        rows[str(y)] = dict(output_yaw_change=float(d.mean()), median=float(np.median(d)), sd=float(d.std()),
+                            share_of_median=float(np.median(d) / y))
+    return dict(meter_slope_on_true_landmarks=meter, slope_on_deformed=warp, realised=warp / meter,
+                videos=args.test_videos + args.calibration_videos, frames=int(len(x)), requests=rows)
+
+
 def _mediapipe_error(meter, pred, reference) -> tuple[float, int]:
     """Mean |angle difference| (deg, over the three angles) of MediaPipe-fitted poses, and the frames it saw."""
     d = np.abs(meter(pred) - reference)
@@ -420,8 +501,9 @@ def main(argv=None) -> dict:
     p.add_argument("--only", choices=["with", "without"], default=None, help="train one variant only")
     p.add_argument("--frames", type=int, default=8, help="frames per rendered clip in (a) and (c)")
     p.add_argument("--videos", type=int, default=4, help="held-out head videos used in (a) and (c)")
-    p.add_argument("--parts", default="abcg", help="which measurements: any of a, b, c, g (the control's gain, "
-                                                     "calibrated on other held-out videos, then tested)")
+    p.add_argument("--parts", default="abcgl", help="which measurements: any of a, b, c, g (the control's gain, "
+                                                      "calibrated on other held-out videos, then tested), l (the warp "
+                                                      "measured on the renderer's landmarks)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -452,6 +534,8 @@ def main(argv=None) -> dict:
         res["pose_gain"] = cal = pose_gain(models["with"], meter, args)
         res["calibrated_control"] = calibrated_control_study(models["with"], meter, args, cal["gain"],
                                                              cal["meter_scale"])
+    if "l" in args.parts:
+        res["landmarks"] = landmark_study(models["with"], args)
     print(json.dumps(res, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
