@@ -290,9 +290,17 @@ def landed_landmarks(model, source_u8, driving_u8, source_landmarks: np.ndarray,
     mt = MotionTransfer(cache["kp_source"], relative=True, relative_jacobian=True, control=control)
     size = driving_u8.shape[1]
     grid = resize_flow(model.animate(cache, mt(model.detect(to_t(driving_u8))))["deformation"], (size, size),
-                       align_corners=True).double()
-    g = (grid + 1) * (size - 1) / 2  # (T, H, W, 2) source pixel sampled by each output pixel
-    target = torch.tensor(source_landmarks, dtype=torch.float64)
+                       align_corners=True)
+    return invert_flow_at(grid, source_landmarks)
+
+
+def invert_flow_at(grid: torch.Tensor, source_points: np.ndarray) -> np.ndarray:
+    """Output pixels (T, P, 2) that a backward flow ``grid`` (T, H, W, 2; normalised source positions sampled by each
+    output pixel, ``align_corners=True``) sends to the source pixels ``source_points`` (P, 2): the nearest output
+    pixel, then one Newton step on the flow's local Jacobian (clamped to one pixel)."""
+    size = grid.shape[1]
+    g = (grid.double() + 1) * (size - 1) / 2  # (T, H, W, 2) source pixel sampled by each output pixel
+    target = torch.tensor(source_points, dtype=torch.float64)
     t, h, w, _ = g.shape
     d = ((g[:, :, :, None] - target) ** 2).sum(-1).view(t, h * w, -1)
     idx = d.argmin(1)  # (T, 22)
