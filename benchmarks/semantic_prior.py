@@ -23,6 +23,7 @@ and ``without`` (its weight 0: FOMM small with 10 free keypoints).  Then, on hel
     meter's own scale), and the error per request (:func:`calibrated_control_study`).
 (l) the warp without a detector: where the source's true landmarks land in ``deformed`` (the flow inverted at each
     landmark), their yaw against the true driving yaw, and under ``--pose yaw=Y`` (:func:`landmark_study`).
+(r) each axis: ``--pose yaw|pitch|roll=+-10``, the change of that angle in ``deformed`` (:func:`axes_study`).
 
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --minutes 8          # trains both, then measures
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --skip-training      # measures the last trainings
@@ -269,12 +270,7 @@ def render_clip_landmarks(index: int, frames: int, size: int = 64):
 def landmark_yaw(model, landmarks: np.ndarray) -> np.ndarray:
     """Yaw (degrees) of (T, 22, 2) landmark positions (pixels at 64 px): the template fit of the 10 anchor points, as
     the keypoints' and MediaPipe's poses are measured."""
-    from thkit.transfer_control import fit_pose
-
-    anchors = model.recipe.face_prior_anchors_synthetic
-    pts = torch.tensor(np.stack([landmarks[:, a].mean(1) for a in anchors], 1), dtype=torch.float64)
-    return fit_pose(pts / 31.5 - 1, torch.tensor(model.recipe.face_prior_template, dtype=torch.float64))[
-        "angles"][:, 0].numpy()
+    return landmark_angles(model, landmarks)[:, 0]
 
 
 @torch.no_grad()
@@ -341,6 +337,41 @@ def landmark_study(model, args) -> dict:
                             share_of_median=float(np.median(d) / y))
     return dict(meter_slope_on_true_landmarks=meter, slope_on_deformed=warp, realised=warp / meter,
                 videos=args.test_videos + args.calibration_videos, frames=int(len(x)), requests=rows)
+
+
+def landmark_angles(model, landmarks: np.ndarray) -> np.ndarray:
+    """(T, 3) yaw, pitch, roll (degrees) of (T, 22, 2) landmark positions: the template fit of the anchor points."""
+    from thkit.transfer_control import fit_pose
+
+    anchors = model.recipe.face_prior_anchors_synthetic
+    pts = torch.tensor(np.stack([landmarks[:, a].mean(1) for a in anchors], 1), dtype=torch.float64)
+    return fit_pose(pts / 31.5 - 1, torch.tensor(model.recipe.face_prior_template, dtype=torch.float64))[
+        "angles"].numpy()
+
+
+def axes_study(model, meter: PoseMeter, args, request: float = 10.0) -> dict:
+    """(r) ``--pose ANGLE=+-request`` for each of yaw, pitch and roll on the test videos: the change of that angle in
+    ``deformed`` (edited minus unedited) by the landmark meter (median over frames) and by MediaPipe (mean): the
+    in-plane roll is what a 2-D warp can realise fully, yaw and pitch turn the head out of the image plane."""
+    from thkit.transfer_control import build_motion_control
+
+    rows: dict = {}
+    for idx in args.test_videos:
+        frames, lms, _ = render_clip_landmarks(idx, args.frames)
+        base_l = landmark_angles(model, landed_landmarks(model, frames[0], frames, lms[0]))
+        base_m = meter(animate_frames(model, frames[0], frames)["deformed"])
+        for k, name in enumerate(POSE_NAMES):
+            for y in (-request, request):
+                ctrl = build_motion_control(model.recipe, pose={name: y})
+                lm = landmark_angles(model, landed_landmarks(model, frames[0], frames, lms[0], ctrl))[:, k]
+                mp = meter(animate_frames(model, frames[0], frames, ctrl)["deformed"])[:, k]
+                got = rows.setdefault(f"{name}={y:+g}", ([], []))
+                got[0].append(lm - base_l[:, k])
+                got[1].append(mp - base_m[:, k])
+    return {key: dict(landmarks_median=float(np.median(np.concatenate(lm))),
+                      mediapipe_mean=float(np.nanmean(np.concatenate(mp))),
+                      mediapipe_frames=int(np.isfinite(np.concatenate(mp)).sum()))
+            for key, (lm, mp) in rows.items()}
 
 
 def _mediapipe_error(meter, pred, reference) -> tuple[float, int]:
@@ -509,9 +540,10 @@ def main(argv=None) -> dict:
     p.add_argument("--only", choices=["with", "without"], default=None, help="train one variant only")
     p.add_argument("--frames", type=int, default=8, help="frames per rendered clip in (a) and (c)")
     p.add_argument("--videos", type=int, default=4, help="held-out head videos used in (a) and (c)")
-    p.add_argument("--parts", default="abcgl", help="which measurements: any of a, b, c, g (the control's gain, "
-                                                      "calibrated on other held-out videos, then tested), l (the warp "
-                                                      "measured on the renderer's landmarks)")
+    p.add_argument("--parts", default="abcglr", help="which measurements: any of a, b, c, g (the control's gain, "
+                                                       "calibrated on other held-out videos, then tested), l (the warp "
+                                                       "measured on the renderer's landmarks), r (yaw, pitch and roll "
+                                                       "requests)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -544,6 +576,8 @@ def main(argv=None) -> dict:
                                                              cal["meter_scale"])
     if "l" in args.parts:
         res["landmarks"] = landmark_study(models["with"], args)
+    if "r" in args.parts:
+        res["axes"] = axes_study(models["with"], meter, args)
     print(json.dumps(res, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
