@@ -213,16 +213,20 @@ class RenderFitMeter:
         return out
 
 
-def render_clip(index: int, frames: int, size: int = 64, offset=(0.0, 0.0, 0.0)):
-    """Held-out synthetic head video ``index`` of the benchmark data (its identity and motion), optionally with the
-    pose offset (yaw, pitch, roll degrees) added to every frame: (T, S, S, 3) uint8 and the truth parameters."""
+def _render(index: int, frames: int, size: int = 64, offset=(0.0, 0.0, 0.0)):
     from thkit.datasets.synthetic import HeadIdentity, HeadMotion, HeadRenderer
 
     identity = HeadIdentity.sample(np.random.default_rng([0, 2, index]))
     motion = HeadMotion.sample(np.random.default_rng([0, 1, index]), frames)
     for k, d in zip(("yaw", "pitch", "roll"), offset, strict=True):
         setattr(motion, k, (getattr(motion, k) + math.radians(d)).astype(np.float32))
-    out = HeadRenderer(size).render(identity, motion)
+    return HeadRenderer(size).render(identity, motion), motion
+
+
+def render_clip(index: int, frames: int, size: int = 64, offset=(0.0, 0.0, 0.0)):
+    """Held-out synthetic head video ``index`` of the benchmark data (its identity and motion), optionally with the
+    pose offset (yaw, pitch, roll degrees) added to every frame: (T, S, S, 3) uint8 and the truth parameters."""
+    out, motion = _render(index, frames, size, offset)
     return out["frames"], motion
 
 
@@ -259,11 +263,7 @@ def keypoint_pose(model, source_u8, driving_u8, control=None) -> np.ndarray:
 
 def render_clip_landmarks(index: int, frames: int, size: int = 64):
     """:func:`render_clip` with the renderer's 22 landmarks (T, 22, 2) pixels."""
-    from thkit.datasets.synthetic import HeadIdentity, HeadMotion, HeadRenderer
-
-    identity = HeadIdentity.sample(np.random.default_rng([0, 2, index]))
-    motion = HeadMotion.sample(np.random.default_rng([0, 1, index]), frames)
-    out = HeadRenderer(size).render(identity, motion)
+    out, motion = _render(index, frames, size)
     return out["frames"], out["landmarks"], motion
 
 
