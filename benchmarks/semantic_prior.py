@@ -233,18 +233,23 @@ def render_clip(index: int, frames: int, size: int = 64, offset=(0.0, 0.0, 0.0))
 @torch.no_grad()
 def animate_frames(model, source_u8, driving_u8, control=None) -> dict[str, np.ndarray]:
     """Relative animation (the streaming path's MotionTransfer, with ``control``): the generated frames and the
-    source warped by the predicted flow (``deformed``: the motion alone, without the decoder), (T, S, S, 3) uint8."""
+    source warped by the predicted flow (``deformed``: the motion alone, without the decoder), (T, S, S, 3) uint8,
+    and that flow at the image's size (``deformation``, (T, S, S, 2) normalised source positions, as the warp
+    resizes it)."""
     from thkit.inference.stream import MotionTransfer
+    from thkit.warp.grid_sample import resize_flow
 
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
     to_u8 = lambda x: (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # noqa: E731
+    size = driving_u8.shape[1]
     cache = model.encode_source(to_t(source_u8[None]))
     mt = MotionTransfer(cache["kp_source"], relative=True, relative_jacobian=True, control=control)
-    out = {"prediction": [], "deformed": []}
+    out = {"prediction": [], "deformed": [], "deformation": []}
     for i in range(0, len(driving_u8), 8):
         res = model.animate(cache, mt(model.detect(to_t(driving_u8[i:i + 8]))))
-        for k in out:
+        for k in ("prediction", "deformed"):
             out[k].append(to_u8(res[k]))
+        out["deformation"].append(resize_flow(res["deformation"], (size, size), align_corners=True).numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -273,21 +278,10 @@ def landmark_yaw(model, landmarks: np.ndarray) -> np.ndarray:
     return landmark_angles(model, landmarks)[:, 0]
 
 
-@torch.no_grad()
-def landed_landmarks(model, source_u8, driving_u8, source_landmarks: np.ndarray, control=None) -> np.ndarray:
-    """Where the source's true landmarks land in ``deformed``: for each, the output pixel whose sampling position in
-    the source (the predicted flow, resized to the image as the warp does) is nearest to it, refined by one Newton
-    step on the flow's local Jacobian.  (T, 22, 2) pixels: an exact geometric meter of the warp, no detector."""
-    from thkit.inference.stream import MotionTransfer
-    from thkit.warp.grid_sample import resize_flow
-
-    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
-    cache = model.encode_source(to_t(source_u8[None]))
-    mt = MotionTransfer(cache["kp_source"], relative=True, relative_jacobian=True, control=control)
-    size = driving_u8.shape[1]
-    grid = resize_flow(model.animate(cache, mt(model.detect(to_t(driving_u8))))["deformation"], (size, size),
-                       align_corners=True)
-    return invert_flow_at(grid, source_landmarks)
+def landed_landmarks(res: dict[str, np.ndarray], source_landmarks: np.ndarray) -> np.ndarray:
+    """Where the source's true landmarks land in ``deformed`` (``res`` from :func:`animate_frames`): the flow inverted
+    at each (:func:`invert_flow_at`).  (T, 22, 2) pixels: an exact geometric meter of the warp, no detector."""
+    return invert_flow_at(torch.from_numpy(res["deformation"]), source_landmarks)
 
 
 def invert_flow_at(grid: torch.Tensor, source_points: np.ndarray) -> np.ndarray:
@@ -320,13 +314,14 @@ def landmark_study(model, args) -> dict:
         frames, lms, motion = render_clip_landmarks(idx, 24)
         truth = np.degrees(motion.yaw)
         drv = landmark_yaw(model, lms)
-        out = landmark_yaw(model, landed_landmarks(model, frames[0], frames, lms[0]))
+        out = landmark_yaw(model, landed_landmarks(animate_frames(model, frames[0], frames), lms[0]))
         xs.append(truth - truth[0])
         on_driving.append(drv - drv[0])
         on_deformed.append(out - out[0])
         for y in args.yaws:
             ctrl = build_motion_control(model.recipe, pose={"yaw": y})
-            edits[y].append(landmark_yaw(model, landed_landmarks(model, frames[0], frames, lms[0], ctrl)) - out)
+            res = animate_frames(model, frames[0], frames, ctrl)
+            edits[y].append(landmark_yaw(model, landed_landmarks(res, lms[0])) - out)
     x = np.concatenate(xs)
     meter = float(np.polyfit(x, np.concatenate(on_driving), 1)[0])
     warp = float(np.polyfit(x, np.concatenate(on_deformed), 1)[0])
@@ -358,13 +353,13 @@ def axes_study(model, meter: PoseMeter, args, request: float = 10.0) -> dict:
     rows: dict = {}
     for idx in args.test_videos:
         frames, lms, _ = render_clip_landmarks(idx, args.frames)
-        base_l = landmark_angles(model, landed_landmarks(model, frames[0], frames, lms[0]))
-        base_m = meter(animate_frames(model, frames[0], frames)["deformed"])
+        base = animate_frames(model, frames[0], frames)
+        base_l, base_m = landmark_angles(model, landed_landmarks(base, lms[0])), meter(base["deformed"])
         for k, name in enumerate(POSE_NAMES):
             for y in (-request, request):
-                ctrl = build_motion_control(model.recipe, pose={name: y})
-                lm = landmark_angles(model, landed_landmarks(model, frames[0], frames, lms[0], ctrl))[:, k]
-                mp = meter(animate_frames(model, frames[0], frames, ctrl)["deformed"])[:, k]
+                res = animate_frames(model, frames[0], frames, build_motion_control(model.recipe, pose={name: y}))
+                lm = landmark_angles(model, landed_landmarks(res, lms[0]))[:, k]
+                mp = meter(res["deformed"])[:, k]
                 got = rows.setdefault(f"{name}={y:+g}", ([], []))
                 got[0].append(lm - base_l[:, k])
                 got[1].append(mp - base_m[:, k])
