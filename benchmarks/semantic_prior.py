@@ -24,6 +24,9 @@ and ``without`` (its weight 0: FOMM small with 10 free keypoints).  Then, on hel
 (l) the warp without a detector: where the source's true landmarks land in ``deformed`` (the flow inverted at each
     landmark), their yaw against the true driving yaw, and under ``--pose yaw=Y`` (:func:`landmark_study`).
 (r) each axis: ``--pose yaw|pitch|roll=+-10``, the change of that angle in ``deformed`` (:func:`axes_study`).
+(w) the same (and yaw +-5, +-20) with the control's ``realise='warp'``: the model animates the unedited keypoints and
+    the edit is a thin-plate-spline warp of its motion pinned at the keypoints, the head outline and the image border
+    (:mod:`thkit.warp.edit`); and how the outline's size changes the yaw readings (:func:`outline_sensitivity`).
 
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --minutes 8          # trains both, then measures
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --skip-training      # measures the last trainings
@@ -344,29 +347,97 @@ def landmark_angles(model, landmarks: np.ndarray) -> np.ndarray:
         "angles"].numpy()
 
 
-def axes_study(model, meter: PoseMeter, args, request: float = 10.0) -> dict:
-    """(r) ``--pose ANGLE=+-request`` for each of yaw, pitch and roll on the test videos: the change of that angle in
+AXES_REQUESTS = [(name, y) for name in POSE_NAMES for y in (-10.0, 10.0)]
+WARP_REQUESTS = AXES_REQUESTS + [("yaw", y) for y in (-20.0, -5.0, 5.0, 20.0)]
+
+
+def with_realise(recipe, realise: str, outline=None):
+    """``recipe`` with its control realising edits as ``realise`` (``keypoints`` or ``warp``, with ``outline``; the
+    recipe's own outline, or the head outline of the synthetic renderer's mean head, when it has none)."""
+    cfg = recipe.copy() if hasattr(recipe, "copy") else dict(recipe)
+    spec = dict(cfg["control"], realise=realise)
+    if realise == "warp":
+        spec["outline"] = outline or spec.get("outline") or dict(radii=(0.75, 1.0), points=16)
+    else:
+        spec.pop("outline", None)
+    cfg["control"] = spec
+    return cfg
+
+
+def axes_study(model, meter: PoseMeter, args, requests=AXES_REQUESTS, realise: str = "keypoints",
+               outline=None) -> dict:
+    """(r) ``--pose ANGLE=+-10`` for each of yaw, pitch and roll on the test videos: the change of that angle in
     ``deformed`` (edited minus unedited) by the landmark meter (median over frames) and by MediaPipe (mean): the
-    in-plane roll is what a 2-D warp can realise fully, yaw and pitch turn the head out of the image plane."""
+    in-plane roll is what a 2-D warp can realise fully, yaw and pitch turn the head out of the image plane.
+    (w) the same with the control realising the edit as a warp of the predicted motion (``realise='warp'``,
+    :mod:`thkit.warp.edit`), for more yaw requests."""
     from thkit.transfer_control import build_motion_control
 
+    recipe = with_realise(model.recipe, realise, outline)
     rows: dict = {}
     for idx in args.test_videos:
         frames, lms, _ = render_clip_landmarks(idx, args.frames)
         base = animate_frames(model, frames[0], frames)
         base_l, base_m = landmark_angles(model, landed_landmarks(base, lms[0])), meter(base["deformed"])
-        for k, name in enumerate(POSE_NAMES):
-            for y in (-request, request):
-                res = animate_frames(model, frames[0], frames, build_motion_control(model.recipe, pose={name: y}))
-                lm = landmark_angles(model, landed_landmarks(res, lms[0]))[:, k]
-                mp = meter(res["deformed"])[:, k]
-                got = rows.setdefault(f"{name}={y:+g}", ([], []))
-                got[0].append(lm - base_l[:, k])
-                got[1].append(mp - base_m[:, k])
+        for name, y in requests:
+            k = POSE_NAMES.index(name)
+            res = animate_frames(model, frames[0], frames, build_motion_control(recipe, pose={name: y}))
+            lm = landmark_angles(model, landed_landmarks(res, lms[0]))[:, k]
+            mp = meter(res["deformed"])[:, k]
+            got = rows.setdefault(f"{name}={y:+g}", ([], []))
+            got[0].append(lm - base_l[:, k])
+            got[1].append(mp - base_m[:, k])
     return {key: dict(landmarks_median=float(np.median(np.concatenate(lm))),
                       mediapipe_mean=float(np.nanmean(np.concatenate(mp))),
+                      mediapipe_sd=float(np.nanstd(np.concatenate(mp))),
                       mediapipe_frames=int(np.isfinite(np.concatenate(mp)).sum()))
             for key, (lm, mp) in rows.items()}
+
+
+def meter_check(model, meter: PoseMeter, args, yaws=(-20.0, -10.0, 10.0, 20.0)) -> dict:
+    """(w) what the two meters read without the model: on the renderer's frames turned by a true yaw (re-rendered)
+    and on the same frames moved by the control's warp built from the renderer's *true* landmarks (the anchor
+    points in place of the keypoints; outline and border as the recipe's), each against the unedited frames.
+    Landmark meter: median over frames; MediaPipe: mean."""
+    import torch.nn.functional as F
+
+    from thkit.builder import build
+    from thkit.warp.edit import edit_grid
+
+    spec = with_realise(model.recipe, "warp")["control"]
+    ctrl = build("motion", dict(spec), path="control")
+    anchors = model.recipe.face_prior_anchors_synthetic
+    rows: dict = {}
+    for idx in args.test_videos:
+        frames, lms, _ = render_clip_landmarks(idx, args.frames)
+        base_l, base_m = landmark_angles(model, lms)[:, 0], meter(frames)[:, 0]
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+        pts = torch.tensor(np.stack([lms[:, a].mean(1) for a in anchors], 1), dtype=torch.float32) / 31.5 - 1
+        for y in yaws:
+            turned, _ = _render(idx, args.frames, 64, (y, 0.0, 0.0))
+            kp = ctrl({"value": pts}, {"yaw": y})
+            e = edit_grid(kp["edit_from"], kp["edit_to"], 64, 64)
+            warped = (F.grid_sample(x, e, align_corners=True, padding_mode="border").clamp(0, 1) * 255).round()
+            warped = warped.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            moved = np.stack([invert_flow_at(e[i:i + 1], lms[i])[0] for i in range(len(frames))])
+            got = rows.setdefault(f"yaw={y:+g}", {k: [] for k in ("rotation_lm", "rotation_mp", "warp_lm", "warp_mp")})
+            got["rotation_lm"].append(landmark_angles(model, turned["landmarks"])[:, 0] - base_l)
+            got["rotation_mp"].append(meter(turned["frames"])[:, 0] - base_m)
+            got["warp_lm"].append(landmark_angles(model, moved)[:, 0] - base_l)
+            got["warp_mp"].append(meter(warped)[:, 0] - base_m)
+    return {key: {k: float(np.median(np.concatenate(v)) if k.endswith("lm") else np.nanmean(np.concatenate(v)))
+                  for k, v in got.items()} for key, got in rows.items()}
+
+
+def outline_sensitivity(model, meter: PoseMeter, args) -> dict:
+    """(w) how the warp's head outline (template units; the renderer's mean head is (0.75, 1.0)) changes the yaw
+    readings: the same yaw requests with outlines 0.8x, 1.2x and 1.47x as large."""
+    out = {}
+    for radii in ((0.6, 0.8), (0.9, 1.2), (1.1, 1.4)):
+        out[f"{radii[0]:g}x{radii[1]:g}"] = axes_study(
+            model, meter, args, [("yaw", y) for y in (-20.0, -10.0, 10.0, 20.0)], "warp",
+            dict(radii=radii, points=16))
+    return out
 
 
 def _mediapipe_error(meter, pred, reference) -> tuple[float, int]:
@@ -413,10 +484,12 @@ def alignment_study(model, meter: PoseMeter, args) -> dict:
                            for (k, o), v in mp.items()})
 
 
-def control_study(model, meter: PoseMeter, args) -> dict:
-    """(c): each held-out video animated by itself, with --pose yaw=Y and without; the output's yaw change."""
+def control_study(model, meter: PoseMeter, args, realise: str | None = None) -> dict:
+    """(c): each held-out video animated by itself, with --pose yaw=Y and without; the output's yaw change (with
+    ``realise``: the control set to realise its edits that way, else as the model's recipe says)."""
     from thkit.transfer_control import build_motion_control
 
+    recipe = model.recipe if realise is None else with_realise(model.recipe, realise)
     rows = {(str(y), o): [] for y in args.yaws for o in OUTPUTS}
     mp_rows = {(str(y), o): [] for y in args.yaws for o in OUTPUTS}
     for idx in args.test_videos:
@@ -426,7 +499,7 @@ def control_study(model, meter: PoseMeter, args) -> dict:
         base = {o: rf(base_res[o], motion, angles=("yaw",))[:, 0] for o in OUTPUTS}
         base_mp = {o: meter(base_res[o])[:, 0] for o in OUTPUTS}
         for y in args.yaws:
-            res = animate_frames(model, drv[0], drv, build_motion_control(model.recipe, pose={"yaw": y}))
+            res = animate_frames(model, drv[0], drv, build_motion_control(recipe, pose={"yaw": y}))
             for o in OUTPUTS:
                 rows[str(y), o].append(rf(res[o], motion, angles=("yaw",))[:, 0] - base[o])
                 mp_rows[str(y), o].append(meter(res[o])[:, 0] - base_mp[o])
@@ -535,10 +608,11 @@ def main(argv=None) -> dict:
     p.add_argument("--only", choices=["with", "without"], default=None, help="train one variant only")
     p.add_argument("--frames", type=int, default=8, help="frames per rendered clip in (a) and (c)")
     p.add_argument("--videos", type=int, default=4, help="held-out head videos used in (a) and (c)")
-    p.add_argument("--parts", default="abcglr", help="which measurements: any of a, b, c, g (the control's gain, "
+    p.add_argument("--parts", default="abcglrw", help="which measurements: any of a, b, c, g (the control's gain, "
                                                        "calibrated on other held-out videos, then tested), l (the warp "
                                                        "measured on the renderer's landmarks), r (yaw, pitch and roll "
-                                                       "requests)")
+                                                       "requests), w (the same, and more yaw requests, with the edit "
+                                                       "realised as a warp of the predicted motion)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -573,6 +647,11 @@ def main(argv=None) -> dict:
         res["landmarks"] = landmark_study(models["with"], args)
     if "r" in args.parts:
         res["axes"] = axes_study(models["with"], meter, args)
+    if "w" in args.parts:
+        res["warp_axes"] = axes_study(models["with"], meter, args, WARP_REQUESTS, "warp")
+        res["warp_outline_sensitivity"] = outline_sensitivity(models["with"], meter, args)
+        res["warp_meter_check"] = meter_check(models["with"], meter, args)
+        res["warp_control"] = control_study(models["with"], meter, args, realise="warp")
     print(json.dumps(res, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))

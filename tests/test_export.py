@@ -130,6 +130,11 @@ def test_export_errors(tmp_path, capsys):
                        "--backend", "onnxruntime", "--precision", "bf16"]) == 2
     err = capsys.readouterr().err.strip()
     assert "runs the float32 graphs" in err and "\n" not in err
+    # a warp-level motion edit is composed inside the torch model's animate, not in the frame graph: refused, not
+    # silently dropped (checked before the graph would run: no session is needed)
+    kp = {"value": torch.zeros(1, 10, 2), "edit_from": torch.zeros(1, 12, 2), "edit_to": torch.zeros(1, 12, 2)}
+    with pytest.raises(ExportError, match="does not compose a warp-level motion edit"):
+        OnnxModel.animate(None, {}, kp)
 
 
 def test_flatten_roundtrip():

@@ -154,7 +154,9 @@ def test_geometry_loss_bad_setup_is_one_line():
 
 # -- control -----------------------------------------------------------------------------------------------------
 def _control() -> FacePriorControl:
-    return build("motion", dict(CFG.control), path="control")
+    """The recipe's control realising its edits on the keypoints (the recipe's own realises them as a warp of the
+    motion: tests/test_motion_edit.py)."""
+    return build("motion", dict(CFG.control, realise="keypoints"), path="control")
 
 
 def test_yaw_edit_of_zero_is_the_identity():
@@ -183,7 +185,7 @@ def test_yaw_edit_rotates_the_fitted_pose_by_the_request():
 def test_pose_gain_rotates_the_keypoints_by_the_request_over_the_gain():
     """A calibrated control (the model turns its output by ``gain`` of a keypoint rotation) rotates the keypoints by
     ``request / gain``; the keypoint rotation it needs must stay within the trained range."""
-    spec = dict(CFG.control)
+    spec = dict(CFG.control, realise="keypoints")
     kp = {"value": posed(12, -4, 3)}
     calibrated = build("motion", dict(spec, pose_gain=dict(yaw=0.5)), path="control")
     assert calibrated.keypoint_angles({"yaw": 10.0}) == {"yaw": 20.0, "pitch": 0.0, "roll": 0.0}
@@ -277,6 +279,16 @@ def test_api_animate_with_pose_and_alignment(synth_batch, monkeypatch):
         return original(self, kp_source, kp_initial)
 
     monkeypatch.setattr(PoseAlignment, "forward", spy)
+    import thkit.models.talking_head as th
+
+    edits = []
+    composed = th.edit_motion
+
+    def edit_spy(motion, edit_from, edit_to):  # the recipe realises a pose request as a warp of the motion
+        edits.append(edit_from.shape[0])
+        return composed(motion, edit_from, edit_to)
+
+    monkeypatch.setattr(th, "edit_motion", edit_spy)
     torch.manual_seed(0)
     model = thkit.create_model("semantic_prior/small", size=64)
     src = (synth_batch["source"][0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
@@ -284,15 +296,19 @@ def test_api_animate_with_pose_and_alignment(synth_batch, monkeypatch):
     drv = drv.round().to(torch.uint8).numpy()
     plain = thkit.animate(src, drv, model, align=False)
     same = thkit.animate(src, drv, model, align=False, pose="yaw=0")
-    assert np.array_equal(plain, same) and not calls
+    assert np.array_equal(plain, same) and not calls and not edits
     turned = thkit.animate(src, drv, model, align=False, pose={"yaw": 20})
-    assert not calls
+    assert not calls and sum(edits) == 2  # both frames edited
     # (with random weights the aligned output can round to the plain one in uint8: the alignment's numbers are
     # tested in test_pose_alignment_removes_a_known_3d_pose_offset_exactly; here, that the API runs it)
     aligned = thkit.animate(src, drv, model)  # the recipe's PoseAlignment
     assert calls == [(1, 10, 2)]
     assert turned.shape == plain.shape == aligned.shape == (2, 64, 64, 3)
-    assert not np.array_equal(turned, plain)
+    # (with random weights the output is nearly flat, so the warp's effect on it is tested on the motion in
+    # tests/test_motion_edit.py; the keypoint-realised edit changes even these frames)
+    keypoint_mode = dict(model.recipe.control, realise="keypoints")
+    model.recipe.control = keypoint_mode
+    assert not np.array_equal(thkit.animate(src, drv, model, align=False, pose={"yaw": 20}), plain)
     with pytest.raises(ControlError, match="outside the range"):
         thkit.animate(src, drv, model, pose="yaw=41")
 

@@ -46,6 +46,7 @@ import torch
 
 from thkit.errors import ThkitError
 from thkit.fileio import atomic_write
+from thkit.warp.edit import EDIT_KEYS
 
 Tensor = torch.Tensor
 
@@ -599,6 +600,10 @@ class OnnxModel:
         if driving is not None:
             raise ExportError("the ONNX frame graph takes no driving image: reconstruction that passes the driving "
                               "frames to the model runs with --backend torch")
+        if any(k in kp_driving for k in EDIT_KEYS):
+            raise ExportError("the ONNX frame graph does not compose a warp-level motion edit (the recipe's "
+                              "control.realise='warp'): animate with --backend torch, or pass "
+                              "--cfg-options control.realise=keypoints")
         named = flatten(kp_driving, "kp")
         preds = []
         for i in range(named[0][1].shape[0]):

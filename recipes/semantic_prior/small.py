@@ -7,7 +7,11 @@
 #   degrees (thkit/datasets/synthetic.py), so a request beyond those is outside what the model saw;
 # * control.pose_gain is left at 1 (uncalibrated: keypoints rotated by the request): a gain measured on some videos
 #   did not transfer to others (0.23 vs 0.43 on one trained model, docs/methods/semantic_prior.md), so none is assumed;
-# * the geometry loss weight 10 as vox256; the synthetic data root data/synth64.
+# * the geometry loss weight 10 as vox256; the synthetic data root data/synth64;
+# * control.realise='warp' (as vox256): a pose edit is a thin-plate-spline warp of the predicted motion pinned at the
+#   keypoints, the head outline and the image border, because this 64-px FOMM's dense motion follows a keypoint
+#   rotation out of the image plane by a fraction only (yaw +-10 -> +-2.4 degrees by MediaPipe; warp: -10.9 / +8.5;
+#   docs/methods/semantic_prior.md "The edit as a warp").
 _base_ = ['../fomm/small.py', '../_base_/face_priors/head10.py']
 
 image_size = 64
@@ -22,4 +26,5 @@ val_dataloader = dict(dataset=dict(root=synthetic_root))
 
 pose_alignment = dict(type='PoseAlignment', template=_base_.face_prior_template)
 control = dict(type='FacePriorControl', template=_base_.face_prior_template,
-               pose_range=dict(yaw=40.0, pitch=20.0, roll=15.0), expressions=_base_.face_prior_expressions)
+               pose_range=dict(yaw=40.0, pitch=20.0, roll=15.0), expressions=_base_.face_prior_expressions,
+               realise='warp', outline=_base_.face_prior_outline)

@@ -16,6 +16,10 @@
 #   keypoints rotated (template-estimated depths), scaled and moved onto the first frame's pose;
 # * control = FacePriorControl: yaw/pitch/roll added to the fitted Euler angles of each transferred frame, the
 #   keypoints rotated about the head centre with template depths; expressions add template displacements;
+#   realise='warp': the model animates the unedited keypoints and the edit is a thin-plate-spline warp of its motion
+#   that carries each keypoint to its edited place, the head outline (head10.py) along with the rotation, and keeps
+#   the image border still (thkit/warp/edit.py); control.realise=keypoints feeds the edited keypoints to the dense
+#   motion network instead (what a model trained to follow keypoints out of the image plane would use);
 # * pose_range (the requests accepted): +-30 yaw, +-20 pitch, +-20 roll degrees, an ASSUMED VoxCeleb spread (not
 #   measured on the data); a request outside it is refused in one line.
 _base_ = ['../fomm/vox256.py', '../_base_/face_priors/head10.py']
@@ -29,4 +33,5 @@ losses = dict(
 
 pose_alignment = dict(type='PoseAlignment', template=_base_.face_prior_template)
 control = dict(type='FacePriorControl', template=_base_.face_prior_template,
-               pose_range=dict(yaw=30.0, pitch=20.0, roll=20.0), expressions=_base_.face_prior_expressions)
+               pose_range=dict(yaw=30.0, pitch=20.0, roll=20.0), expressions=_base_.face_prior_expressions,
+               realise='warp', outline=_base_.face_prior_outline)

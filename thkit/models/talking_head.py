@@ -14,6 +14,7 @@ import torch
 from thkit.builder import build
 from thkit.interfaces import GenerationContext, TalkingHeadModelBase, check_output, prepare_source, warps_features
 from thkit.registry import MODELS
+from thkit.warp.edit import edit_motion, split_edit
 
 Tensor = torch.Tensor
 
@@ -78,17 +79,22 @@ class TalkingHeadModel(TalkingHeadModelBase):
                 driving: Tensor | None = None) -> dict[str, Any]:
         """Generate the frame that puts the cached source into the pose of ``kp_driving``.
 
-        A batch-1 ``cache`` serves a batch of driving keypoints: it is expanded (a view, no copy).
+        A batch-1 ``cache`` serves a batch of driving keypoints: it is expanded (a view, no copy).  Keypoints that
+        carry a warp-level edit (``edit_from`` / ``edit_to``, :mod:`thkit.warp.edit`) are animated unedited and the
+        edit is composed onto the predicted motion before anything is warped.
         """
         source, kp_source, features = cache["source"], cache["kp_source"], cache["features"]
         if source.shape[0] != kp_driving["value"].shape[0]:
             n = kp_driving["value"].shape[0]
             source, kp_source, features = _expand_batch(source, kp_source, features, n)
+        kp_motion, edit = split_edit(kp_driving)  # a warp-level edit (thkit.warp.edit) is not the network's input
         if "motion_source" in cache:
-            motion = self.motion(source, kp_source, kp_driving, driving=driving, source_cache=cache["motion_source"])
+            motion = self.motion(source, kp_source, kp_motion, driving=driving, source_cache=cache["motion_source"])
         else:
-            motion = self.motion(source, kp_source, kp_driving, driving=driving)
+            motion = self.motion(source, kp_source, kp_motion, driving=driving)
         check_output("motion", motion, "motion")
+        if edit is not None:
+            motion = edit_motion(motion, *edit)
         deformation, occlusion = motion["deformation"], motion["occlusion_map"]
         levels = range(len(features)) if self.warp_levels is None else self.warp_levels
         raw = [features[i] for i in levels]

@@ -30,6 +30,9 @@ Tensor = torch.Tensor
 
 __all__ = ["FacePriorControl", "PoseAlignment", "SimilarityAlignment"]
 
+#: how a pose / expression edit reaches the output (:class:`FacePriorControl`'s ``realise``)
+REALISE = ("keypoints", "warp")
+
 
 # --------------------------------------------------------------------------------------------------------
 def _template(template: Sequence[Sequence[float]]) -> Tensor:
@@ -124,14 +127,36 @@ class FacePriorControl(MotionEstimator):
             1: the keypoints are rotated by the requested angle).  A request of ``Y`` degrees rotates the keypoints
             by ``Y / gain`` so that the output turns by ``Y``; that keypoint rotation must stay within
             ``pose_range`` (the poses the model was trained for), or the request is refused in one line.
+        realise: how the edit reaches the output.  ``'keypoints'``: the edited keypoints drive the model's dense
+            motion network (the output turns as far as the trained network follows keypoints).  ``'warp'``: the
+            network animates the unedited keypoints and the edit is a thin-plate-spline warp of its motion
+            (:mod:`thkit.warp.edit`) that carries each keypoint to its edited place, each point of the head
+            ``outline`` to where the same rotation takes it, and keeps the image border still.
+        outline: ``warp`` only: the head's outline in template units, ``dict(radii=(a, b), points=n)``: ``n``
+            points of the ellipse ``(a cos t, b sin t)`` around the fitted head centre at depth 0 (the silhouette of
+            a head facing the camera), posed with the fitted scale and moved by the pose edit.  Without it (``None``)
+            only the keypoints pin the warp and a yaw mostly shifts the whole head.
     """
 
     contract_outputs = ("value",)
 
     def __init__(self, template: Sequence[Sequence[float]], pose_range: Mapping[str, float] | None = None,
                  expressions: Mapping[str, Mapping[str, Any]] | None = None, iters: int = 15,
-                 pose_gain: Mapping[str, float] | None = None):
+                 pose_gain: Mapping[str, float] | None = None, realise: str = "keypoints",
+                 outline: Mapping[str, Any] | None = None):
         super().__init__()
+        if realise not in REALISE:
+            raise ThkitError(f"control.realise={realise!r}: expected one of {', '.join(REALISE)}")
+        self.realise = realise
+        self.outline = None
+        if outline is not None:
+            radii = tuple(float(r) for r in outline.get("radii", (0.75, 1.0)))
+            n = int(outline.get("points", 16))
+            if len(radii) != 2 or min(radii) <= 0 or n < 4:
+                raise ThkitError(f"control.outline: expected dict(radii=(a, b) > 0, points=n >= 4), got "
+                                 f"radii={radii}, points={n}")
+            t = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+            self.outline = torch.stack([radii[0] * t.cos(), radii[1] * t.sin(), torch.zeros_like(t)], -1)
         self.register_buffer("template", _template(template), persistent=False)
         k = self.template.shape[0]
         self.pose_range = {a: float((pose_range or {}).get(a, 0.0)) for a in POSE_ANGLES}
@@ -195,6 +220,7 @@ class FacePriorControl(MotionEstimator):
                                f"{value.shape[1]} keypoints")
         fit = fit_pose(value, self.template, iters=self.iters)
         out = dict(kp)
+        edit = None
         if coefs:
             disp = sum(c * self.expressions[n][0].to(value) for n, c in coefs.items())  # (K, 3) head units
             posed = torch.einsum("bij,kj->bki", fit["rotation"].to(value), disp)[..., :2]
@@ -206,4 +232,27 @@ class FacePriorControl(MotionEstimator):
             rot_new = rotation_from_euler(target[:, 0], target[:, 1], target[:, 2])
             edit = rot_new @ fit["rotation"].to(torch.float64).transpose(1, 2)
             out = rotate_keypoints(out, fit, edit.to(value), self.template)
+        if self.realise == "keypoints":
+            return out
+        return self._as_warp(kp, out, fit, edit)
+
+    def _as_warp(self, kp: dict[str, Tensor], edited: dict[str, Tensor], fit: dict[str, Tensor],
+                 edit: Tensor | None) -> dict[str, Tensor]:
+        """``kp`` unedited, with the edit as warp correspondences (``edit_from`` / ``edit_to``): the keypoints, the
+        head outline (moved by the pose ``edit``, a (B, 3, 3) rotation about the head centre, if any) and the image
+        border (still: eight points of the ``[-1, 1]`` square)."""
+        value = kp["value"]
+        src, dst = [edited["value"]], [value]
+        if self.outline is not None:
+            ring = fit["scale"].to(torch.float64)[:, None, None] * self.outline.to(value.device)  # (B, M, 3)
+            centre = fit["translation"].to(torch.float64)[:, None]
+            moved = ring if edit is None else torch.einsum("bij,bmj->bmi", edit, ring)
+            src.append((centre + moved[..., :2]).to(value))
+            dst.append((centre + ring[..., :2]).to(value))
+        border = value.new_tensor([[-1, -1], [0, -1], [1, -1], [1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0]])
+        border = border.expand(value.shape[0], -1, -1)
+        src.append(border)
+        dst.append(border)
+        out = dict(kp)
+        out["edit_from"], out["edit_to"] = torch.cat(src, 1), torch.cat(dst, 1)
         return out

@@ -10,7 +10,10 @@
 #   MediaPipe face-mesh indices (real data: subject's right brow 70/63/105/66/107, left brow 300/293/334/296/336, upper
 #   eyelids 159/386, nose tip 1, mouth corners 61/291, upper lip 0, lower lip 17, chin 152);
 # * expression bases: displacements of the template points per unit, from the renderer's feature geometry
-#   (mouth_open_max 0.150, eye_up 0.086, brow range ~0.035 head units).
+#   (mouth_open_max 0.150, eye_up 0.086, brow range ~0.035 head units);
+# * the head outline that pins a pose edit realised as a warp (FacePriorControl realise='warp'): the silhouette of
+#   the renderer's head ellipsoid facing the camera, radii (head_a, 1) = (0.75, 1.0) head units, 16 points; on real
+#   faces it stands for a generic head (benchmarks/semantic_prior.py part w measures how its size moves the result).
 face_prior_names = ['brow_r', 'brow_l', 'eye_r_top', 'eye_l_top', 'nose_tip', 'mouth_r', 'mouth_l', 'lip_top',
                     'lip_bottom', 'chin']
 face_prior_anchors_synthetic = [[0, 1], [2, 3], [8], [10], [14], [15], [16], [17], [18], [21]]
@@ -29,3 +32,4 @@ face_prior_expressions = dict(
     # brows up
     brow_raise=dict(range=(-1.0, 1.0), basis=[[0, -0.035, 0], [0, -0.035, 0]] + [[0, 0, 0]] * 8),
 )
+face_prior_outline = dict(radii=(0.75, 1.0), points=16)
