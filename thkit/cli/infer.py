@@ -199,8 +199,10 @@ def add_commands(subparsers) -> None:
                    help="also transfer the change of the local Jacobians (default: recipe)")
     a.add_argument("--pose", default=None, metavar="yaw=D,pitch=D,roll=D",
                    help="add these head-pose angles (degrees) to the driving motion (recipes with a face-prior "
-                        "control, e.g. semantic_prior/small; limits: the recipe's control.pose_range; a measured "
-                        "control.pose_gain, set with --cfg-options, scales the keypoint rotation by 1/gain)")
+                        "control, e.g. semantic_prior/small; limits: the recipe's control.pose_range; the edit is "
+                        "a warp of the predicted motion where the recipe says control.realise=warp, else it goes "
+                        "through the keypoints; a measured control.pose_gain, set with --cfg-options, scales the "
+                        "keypoint rotation by 1/gain)")
     a.add_argument("--expression", default=None, metavar="NAME=C,...",
                    help="add expressions of the recipe's control (e.g. mouth_open=0.5) to the driving motion")
     a.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
