@@ -26,7 +26,9 @@ and ``without`` (its weight 0: FOMM small with 10 free keypoints).  Then, on hel
 (r) each axis: ``--pose yaw|pitch|roll=+-10``, the change of that angle in ``deformed`` (:func:`axes_study`).
 (w) the same (and yaw +-5, +-20) with the control's ``realise='warp'``: the model animates the unedited keypoints and
     the edit is a thin-plate-spline warp of its motion pinned at the keypoints, the head outline and the image border
-    (:mod:`thkit.warp.edit`); and how the outline's size changes the yaw readings (:func:`outline_sensitivity`).
+    (:mod:`thkit.warp.edit`); the yaw requests again on four other held-out videos (94-97); how the outline's size
+    changes the yaw readings (:func:`outline_sensitivity`); what the meters read without the model
+    (:func:`meter_check`); and the render fit on the generated frames (:func:`control_study` with the warp).
 
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --minutes 8          # trains both, then measures
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --skip-training      # measures the last trainings
@@ -649,6 +651,9 @@ def main(argv=None) -> dict:
         res["axes"] = axes_study(models["with"], meter, args)
     if "w" in args.parts:
         res["warp_axes"] = axes_study(models["with"], meter, args, WARP_REQUESTS, "warp")
+        other = argparse.Namespace(**{**vars(args), "test_videos": args.calibration_videos})
+        res["warp_yaw_other_videos"] = axes_study(models["with"], meter, other,
+                                                  [r for r in WARP_REQUESTS if r[0] == "yaw"], "warp")
         res["warp_outline_sensitivity"] = outline_sensitivity(models["with"], meter, args)
         res["warp_meter_check"] = meter_check(models["with"], meter, args)
         res["warp_control"] = control_study(models["with"], meter, args, realise="warp")
