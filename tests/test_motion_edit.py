@@ -143,3 +143,24 @@ def test_model_animates_a_warp_edit_as_the_composed_motion():
     assert not torch.allclose(got["prediction"], plain["prediction"])
     # the keypoints the motion network saw are the unedited ones
     assert torch.allclose(got["kp_driving"]["value"], kp["value"])
+
+
+def test_onnxruntime_backend_refuses_a_warp_edit_before_exporting(tmp_path, capsys, monkeypatch):
+    """``thkit animate --backend onnxruntime --pose ...`` with a recipe that realises edits as a warp: one line, and no
+    export is attempted; with the keypoint realisation the request is accepted (the frame graph takes keypoints)."""
+    import thkit.export as export
+    from thkit.cli import main as thkit_main
+    from thkit.transfer_control import build_motion_control
+
+    exported = []
+    monkeypatch.setattr(export, "backend_model", lambda *a, **k: exported.append(1) or (_ for _ in ()).throw(
+        RuntimeError("stop here")))
+    args = ["animate", "--recipe", "semantic_prior/small", "--random-weights", "-s", "x.png", "-d", "y.mp4",
+            "--backend", "onnxruntime", "--pose", "yaw=10"]
+    assert thkit_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not compose a warp-level motion edit" in err and "\n" not in err and not exported
+    assert build_motion_control(CFG, pose="yaw=10").warps_motion
+    assert not build_motion_control(CFG, align=True).warps_motion
+    keypoints = dict(CFG, control=dict(CFG.control, realise="keypoints"))
+    assert not build_motion_control(keypoints, pose="yaw=10").warps_motion

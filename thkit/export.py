@@ -67,6 +67,12 @@ CACHE_ENV = "THKIT_ONNX_CACHE"
 BACKENDS = ("torch", "onnxruntime")
 
 
+#: why a warp-level motion edit cannot run on the onnxruntime backend (one line)
+WARP_EDIT_REFUSED = ("the ONNX frame graph does not compose a warp-level motion edit (the recipe's "
+                     "control.realise='warp'): animate with --backend torch, or pass --cfg-options "
+                     "control.realise=keypoints")
+
+
 class ExportError(ThkitError):
     """A model cannot be exported, or an export cannot be read or run."""
 
@@ -601,9 +607,7 @@ class OnnxModel:
             raise ExportError("the ONNX frame graph takes no driving image: reconstruction that passes the driving "
                               "frames to the model runs with --backend torch")
         if any(k in kp_driving for k in EDIT_KEYS):
-            raise ExportError("the ONNX frame graph does not compose a warp-level motion edit (the recipe's "
-                              "control.realise='warp'): animate with --backend torch, or pass "
-                              "--cfg-options control.realise=keypoints")
+            raise ExportError(WARP_EDIT_REFUSED)
         named = flatten(kp_driving, "kp")
         preds = []
         for i in range(named[0][1].shape[0]):

@@ -234,6 +234,12 @@ class MotionControl:
         if control is not None:
             control.check(self.pose, self.expression)
 
+    @property
+    def warps_motion(self) -> bool:
+        """Whether :meth:`edit` asks the model to warp its motion (``edit_from`` / ``edit_to``,
+        :mod:`thkit.warp.edit`) rather than giving it edited keypoints."""
+        return bool(self.pose or self.expression) and getattr(self.control, "realise", "keypoints") == "warp"
+
     @torch.no_grad()
     def align(self, kp_source: dict[str, Tensor], kp_initial: dict[str, Tensor]) -> dict[str, Tensor]:
         if self.alignment is None:

@@ -38,7 +38,7 @@ def run_animate(args, models: dict | None = None, on_frame=None):
                                  "each other; give one of them")
         args.relative = want
     device = resolve_device("cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device)
-    from thkit.export import backend_model, check_backend
+    from thkit.export import WARP_EDIT_REFUSED, ExportError, backend_model, check_backend
 
     check_backend(args.backend, args.precision, device)
     set_threads(args)
@@ -63,6 +63,8 @@ def run_animate(args, models: dict | None = None, on_frame=None):
     from thkit.transfer_control import build_motion_control
 
     control = build_motion_control(cfg, pose=args.pose, expression=args.expression, align=args.align)
+    if args.backend == "onnxruntime" and control is not None and control.warps_motion:
+        raise ExportError(WARP_EDIT_REFUSED)  # before the export, not at the first frame
     size = model.meta["image_size"]
     input_range = model.meta["input_range"]
     model = backend_model(model, args.backend, args.precision, device)
