@@ -29,6 +29,8 @@ and ``without`` (its weight 0: FOMM small with 10 free keypoints).  Then, on hel
     (:mod:`thkit.warp.edit`); the yaw requests again on four other held-out videos (94-97); how the outline's size
     changes the yaw readings (:func:`outline_sensitivity`); what the meters read without the model
     (:func:`meter_check`); and the render fit on the generated frames (:func:`control_study` with the warp).
+(e) ``--expression mouth_open=C`` on images, realised on the keypoints and as a warp, beside a true opening
+    (:func:`expression_study`).
 
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --minutes 8          # trains both, then measures
     OMP_NUM_THREADS=1 python benchmarks/semantic_prior.py --skip-training      # measures the last trainings
@@ -431,6 +433,74 @@ def meter_check(model, meter: PoseMeter, args, yaws=(-20.0, -10.0, 10.0, 20.0)) 
                   for k, v in got.items()} for key, got in rows.items()}
 
 
+def _lip_gap_landmarks(model, landmarks: np.ndarray) -> np.ndarray:
+    """(T,) outer-lip gap (renderer landmarks lip_top -> lip_bottom) of (T, 22, 2) pixel landmarks at 64 px, in head
+    units (the template-fit scale of the 10 anchor points)."""
+    from thkit.transfer_control import fit_pose
+
+    anchors = model.recipe.face_prior_anchors_synthetic
+    pts = torch.tensor(np.stack([landmarks[:, a].mean(1) for a in anchors], 1), dtype=torch.float64) / 31.5 - 1
+    scale = fit_pose(pts, torch.tensor(model.recipe.face_prior_template, dtype=torch.float64))["scale"].numpy()
+    return np.linalg.norm(landmarks[:, 18] - landmarks[:, 17], axis=-1) / 31.5 / scale
+
+
+def _lip_gap_mediapipe(meter: PoseMeter, frames_u8: np.ndarray) -> np.ndarray:
+    """(T,) MediaPipe's inner-lip gap (mesh points 13 -> 14) in head units (the template-fit scale of its 10 anchor
+    points), at 256 px; NaN where it finds no face."""
+    from PIL import Image
+
+    from thkit.transfer_control import fit_pose
+
+    out = np.full(len(frames_u8), np.nan)
+    for i, f in enumerate(frames_u8):
+        lm = meter.mesh.landmarks(np.asarray(Image.fromarray(f).resize((256, 256), Image.BICUBIC)))
+        if lm is None:
+            continue
+        pts = torch.tensor(np.stack([lm[a].mean(0) for a in meter.anchors]), dtype=torch.float64)[None] / 128.0 - 1
+        scale = float(fit_pose(pts, meter.template.double())["scale"][0])
+        out[i] = np.linalg.norm(lm[14] - lm[13]) / 128.0 / scale
+    return out
+
+
+def expression_study(model, meter: PoseMeter, args, coefs=(-0.5, 0.5, 1.0)) -> dict:
+    """(e) ``--expression mouth_open=C`` on images: the lip gap's change (head units) in ``deformed`` with the edit
+    realised on the keypoints and as a warp, beside a *true* opening (the renderer's mouth_open raised by C, frames
+    where that stays within [0, 1]); what the template's basis asks: 0.15 C.  Landmark meter (the renderer's lip
+    landmarks located through the inverted flow): median; MediaPipe (inner lips): median."""
+    from thkit.datasets.synthetic import HeadIdentity, HeadRenderer
+    from thkit.transfer_control import build_motion_control
+
+    recipes = {"keypoints": with_realise(model.recipe, "keypoints"), "warp": with_realise(model.recipe, "warp")}
+    out = {}
+    for c in coefs:
+        rows: dict = {}
+        for idx in args.test_videos:
+            rendered, motion = _render(idx, args.frames)
+            frames, lms = rendered["frames"], rendered["landmarks"]
+            opened = np.clip(motion.mouth_open + c, 0, 1).astype(np.float32)
+            keep = np.abs(opened - motion.mouth_open - c) < 1e-6
+            motion.mouth_open = opened
+            truth = HeadRenderer(64).render(HeadIdentity.sample(np.random.default_rng([0, 2, idx])), motion)
+            rows.setdefault("true_landmarks", []).append(
+                (_lip_gap_landmarks(model, truth["landmarks"]) - _lip_gap_landmarks(model, lms))[keep])
+            rows.setdefault("true_mediapipe", []).append(
+                (_lip_gap_mediapipe(meter, truth["frames"]) - _lip_gap_mediapipe(meter, frames))[keep])
+            base = animate_frames(model, frames[0], frames)
+            base_l = _lip_gap_landmarks(model, landed_landmarks(base, lms[0]))
+            base_m = _lip_gap_mediapipe(meter, base["deformed"])
+            for mode, recipe in recipes.items():
+                res = animate_frames(model, frames[0], frames,
+                                     build_motion_control(recipe, expression={"mouth_open": c}))
+                rows.setdefault(f"{mode}_landmarks", []).append(
+                    _lip_gap_landmarks(model, landed_landmarks(res, lms[0])) - base_l)
+                rows.setdefault(f"{mode}_mediapipe", []).append(_lip_gap_mediapipe(meter, res["deformed"]) - base_m)
+        out[f"mouth_open={c:+g}"] = dict(
+            basis_asks=0.15 * c,
+            **{k: dict(median=float(np.nanmedian(np.concatenate(v))), frames=int(np.isfinite(np.concatenate(v)).sum()))
+               for k, v in rows.items()})
+    return out
+
+
 def outline_sensitivity(model, meter: PoseMeter, args) -> dict:
     """(w) how the warp's head outline (template units; the renderer's mean head is (0.75, 1.0)) changes the yaw
     readings: the same yaw requests with outlines 0.8x, 1.2x and 1.47x as large."""
@@ -610,11 +680,12 @@ def main(argv=None) -> dict:
     p.add_argument("--only", choices=["with", "without"], default=None, help="train one variant only")
     p.add_argument("--frames", type=int, default=8, help="frames per rendered clip in (a) and (c)")
     p.add_argument("--videos", type=int, default=4, help="held-out head videos used in (a) and (c)")
-    p.add_argument("--parts", default="abcglrw", help="which measurements: any of a, b, c, g (the control's gain, "
+    p.add_argument("--parts", default="abcglrwe", help="which measurements: any of a, b, c, g (the control's gain, "
                                                        "calibrated on other held-out videos, then tested), l (the warp "
                                                        "measured on the renderer's landmarks), r (yaw, pitch and roll "
                                                        "requests), w (the same, and more yaw requests, with the edit "
-                                                       "realised as a warp of the predicted motion)")
+                                                       "realised as a warp of the predicted motion), e (mouth_open "
+                                                       "edits on images)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -649,6 +720,8 @@ def main(argv=None) -> dict:
         res["landmarks"] = landmark_study(models["with"], args)
     if "r" in args.parts:
         res["axes"] = axes_study(models["with"], meter, args)
+    if "e" in args.parts:
+        res["expression"] = expression_study(models["with"], meter, args)
     if "w" in args.parts:
         res["warp_axes"] = axes_study(models["with"], meter, args, WARP_REQUESTS, "warp")
         other = argparse.Namespace(**{**vars(args), "test_videos": args.calibration_videos})
