@@ -2,6 +2,7 @@
 control, the recipes, the animate hooks (Python API and CLI)."""
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -126,7 +127,7 @@ def test_geometry_loss_is_zero_on_landmarks_and_has_gradient():
     assert float(loss({"value": kp2}, None, lm, None, vis, None)) > 0.0
 
 
-def test_geometry_loss_mediapipe_landmarks_on_a_real_face():
+def test_geometry_loss_mediapipe_landmarks_on_a_real_face(caplog):
     """The real-data option: MediaPipe's face mesh on scikit-image's astronaut.  Keypoints on the hand-placed
     landmarks of the same 10 face points give a small loss (the mesh anchors mean the same points), keypoints moved
     by 10 % of the face crop a large one; a picture with no face adds nothing."""
@@ -140,7 +141,14 @@ def test_geometry_loss_mediapipe_landmarks_on_a_real_face():
     near = float(loss({"value": kp}, driving=img))
     far = float(loss({"value": kp + 0.2}, driving=img))
     assert near < 0.03 < 0.15 < far, (near, far)  # 0.03 in keypoint units = 3.6 px of the 240 px crop
-    assert float(loss({"value": kp}, driving=torch.full_like(img, 0.5))) == 0.0
+    assert loss.skipped_images == 0 and loss.seen_images == 2
+    with caplog.at_level(logging.WARNING, logger="thkit.losses.geometry"):
+        assert float(loss({"value": kp.expand(2, -1, -1)}, driving=torch.cat([img, torch.full_like(img, 0.5)]))) < 0.03
+        assert float(loss({"value": kp}, driving=torch.full_like(img, 0.5))) == 0.0
+    msgs = [r.getMessage() for r in caplog.records]
+    # said once (the first miss; the next report is at 10), naming the batch item and the running count
+    assert len(msgs) == 1 and "found no face in 1 of 2 driving images of this batch (items 1)" in msgs[0]
+    assert "1 of 4 images so far" in msgs[0] and loss.skipped_images == 2 and loss.seen_images == 5
 
 
 def test_geometry_loss_bad_setup_is_one_line():

@@ -14,10 +14,13 @@ a fixed meaning (a point of the face template of :mod:`thkit.transfer_control`).
   ``landmarks_source`` / ``landmarks_driving`` with ``visible_*`` (:class:`thkit.datasets.frames.FramesDataset`
   reading ``ground_truth.json``; 22 named points, :data:`thkit.datasets.synthetic.LANDMARK_NAMES`);
 * ``'mediapipe'`` (real data): MediaPipe's face mesh (468 points; the offline detector of :mod:`thkit.metrics.face`)
-  run on the source and driving images, without gradient; a frame without a detected face adds nothing.
+  run on the source and driving images, without gradient; a frame without a detected face adds nothing, and says
+  so: a warning names the batch items skipped, the first time and whenever the running count of skipped images
+  reaches a power of ten (``skipped_images`` / ``seen_images`` keep the totals).
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +34,8 @@ from thkit.registry import LOSSES
 Tensor = torch.Tensor
 
 __all__ = ["FaceGeometryLoss", "anchor_targets"]
+
+logger = logging.getLogger(__name__)
 
 
 def anchor_targets(landmarks: Tensor, anchors: Sequence[Sequence[int]], visible: Tensor | None = None
@@ -89,6 +94,9 @@ class FaceGeometryLoss(Loss):
         self.input_range = tuple(float(v) for v in input_range)
         self.frames = frames
         self._mesh = None
+        #: MediaPipe only: images looked at, and those without a detected face (left out of the loss)
+        self.seen_images = 0
+        self.skipped_images = 0
 
     # -- landmark sources ---------------------------------------------------------------------------------
     def _mediapipe(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,6 +119,18 @@ class FaceGeometryLoss(Loss):
         vis = torch.tensor(found, device=images.device)[:, None].expand(-1, 468)
         return p, vis
 
+    def _report_missed(self, visible: Tensor, which: str) -> None:
+        missed = [i for i, v in enumerate(visible[:, 0].tolist()) if not v]
+        before = self.skipped_images
+        self.seen_images += int(visible.shape[0])
+        self.skipped_images += len(missed)
+        if not missed:
+            return
+        if before == 0 or len(str(self.skipped_images)) > len(str(before)):  # the first, then per power of ten
+            logger.warning("FaceGeometryLoss: MediaPipe found no face in %d of %d %s images of this batch (items %s), "
+                           "left out of the loss; %d of %d images so far", len(missed), visible.shape[0], which,
+                           ", ".join(map(str, missed)), self.skipped_images, self.seen_images)
+
     def _term(self, kp: dict[str, Tensor], landmarks: Tensor | None, visible: Tensor | None,
               image: Tensor | None, which: str) -> Tensor:
         value = kp["value"]
@@ -118,6 +138,7 @@ class FaceGeometryLoss(Loss):
             if image is None:
                 raise ThkitError(f"FaceGeometryLoss (mediapipe): the batch has no {which} image")
             landmarks, visible = self._mediapipe(image)
+            self._report_missed(visible, which)
         elif landmarks is None:
             raise ThkitError(f"FaceGeometryLoss: the batch has no landmarks_{which}; use a dataset with "
                              "ground_truth.json (thkit's synthetic data) or landmarks='mediapipe'")
