@@ -53,9 +53,24 @@ class DynamicConv2d(nn.Module):
 
     def forward(self, cond: Tensor, x: Tensor) -> Tensor:
         a = self.attention(cond)  # (B, K)
+        if torch.onnx.is_in_onnx_export():
+            return self._per_kernel(a, x)
         b, c, h, w = x.shape
         weight = torch.mm(a, self.weight.view(self.num_kernels, -1))
         weight = weight.view(b * self.out_planes, self.in_planes, self.kernel_size, self.kernel_size)
         bias = None if self.bias is None else torch.mm(a, self.bias).view(-1)
         out = F.conv2d(x.reshape(1, b * c, h, w), weight, bias=bias, padding=self.padding, groups=b)
         return out.view(b, self.out_planes, out.size(-2), out.size(-1))
+
+    def _per_kernel(self, a: Tensor, x: Tensor) -> Tensor:
+        """The same map with constant kernels, for an ONNX export (whose convolutions need a kernel of known shape):
+        ``sum_k a_k conv(x; W_k) + sum_k a_k b_k``, one convolution with all ``K`` kernels (``K`` times the FLOPs of
+        the per-sample kernel; equal to float32 rounding, tests/test_export.py)."""
+        weight = self.weight.reshape(self.num_kernels * self.out_planes, self.in_planes, self.kernel_size,
+                                     self.kernel_size)
+        out = F.conv2d(x, weight, padding=self.padding)
+        out = out.unflatten(1, (self.num_kernels, self.out_planes))  # (B, K, C_out, H, W)
+        out = (out * a[:, :, None, None, None]).sum(1)
+        if self.bias is not None:
+            out = out + (a @ self.bias)[:, :, None, None]
+        return out

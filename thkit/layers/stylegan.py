@@ -51,7 +51,11 @@ class ModulatedConv2d(nn.Module):
     """Modulated (and demodulated) convolution, StyleGAN2 sec. 2.2, no bias, stride 1, 'same' padding.
 
     ``w'_{ijk} = s_i * w_{ijk} / sqrt(sum_{i,k} (s_i w_{ijk})^2 + eps)`` with the style ``s = A(style)``
-    (:class:`EqualLinear`, bias initialised to 1); one grouped convolution per sample.
+    (:class:`EqualLinear`, bias initialised to 1); one grouped convolution per sample (BasicSR's form, so the
+    official MCNet's rounding).  While exporting to ONNX the same map is written as StyleGAN2's unfused form,
+    ``conv(x * s, w) * d`` with ``d_j = 1 / sqrt(sum_i s_i^2 sum_k w_{ijk}^2 + eps)``: the kernel stays a constant
+    (an ONNX convolution needs a kernel of known shape, which a per-sample kernel built from ``x.shape`` is not),
+    the numbers equal to float32 rounding (tests/test_export.py).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_style_feat: int,
@@ -66,6 +70,8 @@ class ModulatedConv2d(nn.Module):
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
         b, c, h, w = x.shape
+        if torch.onnx.is_in_onnx_export():
+            return self._unfused(x, style)
         s = self.modulation(style).view(b, 1, c, 1, 1)
         weight = self.scale * self.weight * s  # (b, c_out, c_in, k, k)
         if self.demodulate:
@@ -74,6 +80,17 @@ class ModulatedConv2d(nn.Module):
         weight = weight.view(b * self.out_channels, c, self.kernel_size, self.kernel_size)
         out = F.conv2d(x.reshape(1, b * c, h, w), weight, padding=self.padding, groups=b)
         return out.view(b, self.out_channels, *out.shape[2:4])
+
+
+    def _unfused(self, x: Tensor, style: Tensor) -> Tensor:
+        """The same map with a constant kernel: ``conv(x * s, w) * d`` (class docstring)."""
+        s = self.modulation(style)  # (b, c_in)
+        weight = self.scale * self.weight[0]  # (c_out, c_in, k, k)
+        out = F.conv2d(x * s[:, :, None, None], weight, padding=self.padding)
+        if self.demodulate:
+            energy = weight.pow(2).sum([2, 3])  # (c_out, c_in)
+            out = out * torch.rsqrt(s.pow(2) @ energy.t() + self.eps)[:, :, None, None]
+        return out
 
 
 class StyleConv(nn.Module):
