@@ -289,3 +289,5 @@ def test_export_forms_of_per_sample_kernels_equal_the_eager_ones():
     torch.nn.init.normal_(dyn.bias)
     cond = torch.randn(3, 6, 5, 5)
     assert torch.allclose(dyn._per_kernel(dyn.attention(cond), x), dyn(cond, x), atol=1e-5)
+    one = dyn._per_kernel(dyn.attention(cond[:1]), x[:1])  # batch 1: the mixed kernel itself
+    assert torch.allclose(one, dyn(cond[:1], x[:1]), atol=1e-5)
