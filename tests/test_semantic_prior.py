@@ -275,6 +275,38 @@ def test_recipes_build_forward_and_train_a_step(synth_batch):
     assert out["prediction"].shape == (2, 3, 64, 64)
 
 
+def test_the_prior_on_smac_ties_its_keypoints_and_warps_its_edits(synth_batch, monkeypatch):
+    """semantic_prior/smac_small: SMAC with 10 keypoints; the geometry loss reaches its keypoint detector, and a pose
+    request is composed onto its motion before SMAC's compensation refines it."""
+    import thkit
+    import thkit.models.talking_head as th
+
+    vox = load_recipe("semantic_prior/smac_vox256")
+    assert vox.model.keypoint_detector.num_kp == vox.model.motion.num_kp == vox.model.compensator.motion.num_kp == 10
+    assert vox.losses.geometry.landmarks == "mediapipe" and vox.control.realise == "warp"
+    cfg = load_recipe("semantic_prior/smac_small", size=64)
+    torch.manual_seed(0)
+    model = thkit.create_model("semantic_prior/smac_small", size=64)
+    spec = {k: v for k, v in cfg.losses.geometry.items() if k != "type"}
+    loss = FaceGeometryLoss(**spec)(model.detect(synth_batch["driving"]), model.detect(synth_batch["source"]),
+                                    synth_batch["landmarks_driving"], synth_batch["landmarks_source"],
+                                    synth_batch["visible_driving"], synth_batch["visible_source"])
+    loss.backward()
+    assert float(loss.detach()) > 0 and any(p.grad is not None and p.grad.abs().sum() > 0
+                                   for p in model.keypoint_detector.parameters())
+    edits = []
+    composed = th.edit_motion
+    monkeypatch.setattr(th, "edit_motion", lambda m, a, b: edits.append(a.shape) or composed(m, a, b))
+    model.eval()
+    with torch.no_grad():
+        cache = model.encode_source(synth_batch["source"][:1])
+        kp = model.detect(synth_batch["driving"][:1])
+        plain = model.animate(cache, kp)
+        turned = model.animate(cache, build_motion_control(cfg, pose="yaw=20").edit(kp))
+    assert edits == [(1, 10 + 16 + 8, 2)]
+    assert (turned["prediction"] - plain["prediction"]).abs().max() > 1e-3
+
+
 def test_api_animate_with_pose_and_alignment(synth_batch, monkeypatch):
     import thkit
     from thkit.motion.face_prior import PoseAlignment
