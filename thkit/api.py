@@ -279,7 +279,8 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
     recipe's ``pose_alignment``): :func:`thkit.transfer_control.build_motion_control`.
 
     ``precision``: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast (default: the model's ``meta['precision']``, else
-    fp32); ``backend='onnxruntime'``: the model's ONNX export run by onnxruntime (:func:`thkit.export.backend_model`).
+    fp32); ``backend='onnxruntime'``: the model's ONNX export run by onnxruntime (:func:`thkit.export.backend_model`),
+    float32 or, with ``precision='int8'``, its convolutions quantized (:mod:`thkit.quantize`).
     """
     from thkit.export import backend_model
     from thkit.inference.animate import (
@@ -310,7 +311,9 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
         options["control"] = control
     if precision is None:
         precision = (getattr(model, "meta", None) or {}).get("precision")
-    model = backend_model(model, backend, precision, dev)
+    model = backend_model(model, backend, precision, dev, motion=mt)
+    if backend == "onnxruntime":
+        precision = None  # the graphs carry their own precision (float32, or int8)
     if out is not None:
         if not isinstance(driving, (str, os.PathLike)):
             raise RecipeError("", "animate(..., out=...) reads the driving video from a file; pass a path")

@@ -643,26 +643,35 @@ def check_backend(backend: str = "torch", precision: str | None = None, device: 
     if backend not in BACKENDS:
         raise ExportError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if backend == "torch":
+        if precision is not None and str(precision).strip().lower() == "int8":
+            raise ExportError("--precision int8 runs on --backend onnxruntime (the export with its convolutions "
+                              "quantized, thkit/quantize.py); --backend torch takes fp32, bf16 or fp16")
         resolve_precision(precision, device)
         return
-    if precision not in (None, "fp32"):
-        raise ExportError(f"--backend onnxruntime runs the float32 graphs: --precision {precision} is for "
-                          "--backend torch")
+    if precision not in (None, "fp32", "int8"):
+        raise ExportError(f"--backend onnxruntime runs the float32 or the int8 graphs: --precision {precision} is "
+                          "for --backend torch")
     if torch.device(device).type != "cpu":
         raise ExportError(f"--backend onnxruntime runs on the CPU: use --device cpu (not {device})")
     require_onnxruntime()
 
 
 def backend_model(model: torch.nn.Module, backend: str = "torch", precision: str | None = None,
-                  device: torch.device | str = "cpu", cache: bool = True) -> Any:
+                  device: torch.device | str = "cpu", cache: bool = True,
+                  motion: Mapping[str, Any] | None = None) -> Any:
     """What :class:`~thkit.inference.stream.StreamingAnimator` should drive for ``backend``: ``model`` itself
-    (``'torch'``) or its export run by onnxruntime (``'onnxruntime'``; float32, CPU), after :func:`check_backend`.
-    The export comes from the cache (:meth:`OnnxModel.cached`: exported once per weights, recipe, size and thkit)
-    unless ``cache`` is False or ``$THKIT_ONNX_CACHE`` is ``off``; then it is made in memory
-    (:meth:`OnnxModel.from_model`)."""
+    (``'torch'``) or its export run by onnxruntime (``'onnxruntime'``; CPU; float32, or ``precision='int8'``: the
+    frame graph's convolutions quantized, :func:`thkit.quantize.load_int8`, calibrated with the motion transfer
+    ``motion``), after :func:`check_backend`.  The export comes from the cache (:meth:`OnnxModel.cached`: exported
+    once per weights, recipe, size and thkit) unless ``cache`` is False or ``$THKIT_ONNX_CACHE`` is ``off``; then it
+    is made in memory (:meth:`OnnxModel.from_model`).  The animator then runs the graphs as they are (no autocast)."""
     check_backend(backend, precision, device)
     if backend == "torch":
         return model
+    if precision == "int8":
+        from thkit.quantize import load_int8
+
+        return load_int8(model.cpu(), dict(motion or {}), cache=cache)
     if cache and cache_dir() is not None:
         return OnnxModel.cached(model.cpu())
     return OnnxModel.from_model(model.cpu())

@@ -67,7 +67,8 @@ def run_animate(args, models: dict | None = None, on_frame=None):
         raise ExportError(WARP_EDIT_REFUSED)  # before the export, not at the first frame
     size = model.meta["image_size"]
     input_range = model.meta["input_range"]
-    model = backend_model(model, args.backend, args.precision, device)
+    model = backend_model(model, args.backend, args.precision, device, motion=mt)
+    precision = None if args.backend == "onnxruntime" else args.precision  # the graphs carry their own precision
     res = animate_video(
         model, args.source, args.driving, args.out, image_size=size, input_range=input_range,
         **mt, crop=args.crop, crop_scale=args.crop_scale,
@@ -75,7 +76,7 @@ def run_animate(args, models: dict | None = None, on_frame=None):
         audio=not args.no_audio, batch_size=batch_size(args, device), device=device,
         progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf, keypoint_transfer=transfer_net,
         best_frame=args.best_frame, find_best_frame=args.find_best_frame, paste_back=args.paste_back,
-        control=control, precision=args.precision, on_frame=on_frame)
+        control=control, precision=precision, on_frame=on_frame)
     if transfer_net is not None:
         desc = f"{mode} mode: keypoints from the recipe's network"
     else:
@@ -232,9 +233,11 @@ def add_commands(subparsers) -> None:
                         "normalised for position and scale) best match the source's, not the first (FOMM's demo)")
     a.add_argument("--best-frame", type=int, default=None, metavar="N",
                    help="take relative motion from driving frame N (0-based) instead of the first")
-    a.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+    a.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default="fp32",
                    help="arithmetic of the networks: bf16 autocast (CPU, and GPUs with bfloat16), fp16 autocast "
-                        "(CUDA only); keypoints and motion transfer stay fp32 (benchmarks/speed.py: speed and quality)")
+                        "(CUDA only); keypoints and motion transfer stay fp32; int8 (with --backend onnxruntime): "
+                        "the export's convolutions quantized, calibrated once on the sample clip "
+                        "(benchmarks/speed.py: speed and quality)")
     a.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="run the model with torch, or export it to ONNX in memory and run it with onnxruntime "
                         "(CPU, fp32; pip install 'thkit[onnx]'; thkit export writes the graphs)")
