@@ -8,6 +8,9 @@ reduced-precision path; the memory of streaming a long video.
    * ``stream fp32``: :class:`~thkit.inference.stream.StreamingAnimator` (source cached once per video, batch 1;
      exact: the same numbers as the reference);
    * ``stream bf16`` (``--precisions``): the same under ``torch.autocast`` (keypoints and motion transfer fp32);
+   * ``ort int8`` (with onnxruntime): the same export with its frame graph's convolutions quantized to int8
+     (:mod:`thkit.quantize`: static, calibrated on the repository's sample clip; not exact: its max |diff| and, with
+     ``--weights``, its quality cost are printed);
    * ``onnxruntime`` (when installed): the model's ONNX export (:mod:`thkit.export`, with its exact rewrites:
      upsampling + convolution at the low resolution, masked attention without a NaN pass) run by onnxruntime behind
      the same streaming loop, loaded as ``thkit animate --backend onnxruntime`` loads it (:meth:`OnnxModel.cached`,
@@ -103,7 +106,7 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_speed(recipe: str, size: int, frames: int, precisions: list[str], onnx: bool,
-                  device: torch.device) -> dict:
+                  device: torch.device, int8: bool = True) -> dict:
     torch.manual_seed(0)
     # no parameter needs a gradient here; FlopCounterMode's module tracker hooks every input that asks for one, and
     # fails on a parameter passed as an input (MCNet's memory bank)
@@ -121,14 +124,19 @@ def measure_speed(recipe: str, size: int, frames: int, precisions: list[str], on
     startup = None
     if onnx and device.type == "cpu":
         from thkit.export import OnnxModel
+        from thkit.quantize import load_int8
 
         with tempfile.TemporaryDirectory() as cache:  # what `thkit animate --backend onnxruntime` pays: a first
             ort_model = OnnxModel.cached(model, folder=cache)  # run exports into the cache, later runs load it
             cold = ort_model.startup
             again = OnnxModel.cached(model, folder=cache).startup
+            int8_model = load_int8(model, mt, folder=cache) if int8 else None  # quantized from the cached export
         startup = dict(export=cold["export_s"], sessions=cold["sessions_s"],
-                       hit=again["export_s"] + again["sessions_s"])
+                       hit=again["export_s"] + again["sessions_s"],
+                       int8=None if int8_model is None else int8_model.startup["export_s"])
         paths.append(_Path("onnxruntime", StreamingAnimator(ort_model, batch_size=1, **mt)))
+        if int8_model is not None:
+            paths.append(_Path("ort int8", StreamingAnimator(int8_model, batch_size=1, **mt)))
 
     gflop = {}
     with torch.inference_mode():
@@ -239,8 +247,10 @@ def measure_quality(weights: str, recipe: str | None, size: int | None, max_fram
     runners.update({p: (model, p) for p in precisions if p != "fp32"})
     if onnx:
         from thkit.export import OnnxModel
+        from thkit.quantize import load_int8
 
         runners["onnxruntime"] = (OnnxModel.from_model(model), "fp32")
+        runners["ort int8"] = (load_int8(model, mt, cache=False), "fp32")  # calibrated on the sample clip
     frames, fps = {}, {}
     for name, (m, precision) in runners.items():
         anim = StreamingAnimator(m, batch_size=1, precision=precision, **mt)
@@ -359,12 +369,16 @@ def main() -> None:
             for row in r["rows"]:
                 precision = row["path"].split()[-1] if row["path"].startswith("stream ") else "fp32"
                 ceiling = max(ceilings.get(precision, ceilings.get("fp32", [float("nan")])))
+                # int8 convolutions have no float ceiling measured here: no share is printed for them
+                share = f"{'-':>11}" if "int8" in row["path"] else f"{row['gflops'] / ceiling:>11.0%}"
                 print(f"{r['recipe']:<22}{row['path']:<13}{row['ms']:>10.1f}{row['fps']:>10.3f}"
                       f"{ref_ms / row['ms']:>9.2f}x{row['cpu_ms']:>9.1f}{ref_cpu / row['cpu_ms']:>13.2f}x"
-                      f"{row['gflop']:>13.1f}{row['gflops']:>9.1f}{row['gflops'] / ceiling:>11.0%}{row['mib']:>10.0f}"
+                      f"{row['gflop']:>13.1f}{row['gflops']:>9.1f}{share}{row['mib']:>10.0f}"
                       f"{row['diff']:>12.1e}", flush=True)
-            exact = [row for row in r["rows"][1:] if row["diff"] <= EXACT and "bf16" not in row["path"]
-                     and "fp16" not in row["path"]]
+            # exact: the fp32 paths only (a reduced-precision path is not exact even where random weights make its
+            # difference small)
+            exact = [row for row in r["rows"][1:] if row["diff"] <= EXACT
+                     and not any(p in row["path"] for p in ("bf16", "fp16", "int8"))]
             if exact:
                 best = min(exact, key=lambda row: row["cpu_ms"])
                 print(f"{r['recipe']:<22}fastest exact path (max |diff| <= {EXACT:g}, by CPU time): {best['path']}, "
@@ -374,7 +388,9 @@ def main() -> None:
                 su = r["startup"]
                 print(f"{r['recipe']:<22}onnxruntime start-up: first run {su['export'] + su['sessions']:.1f} s (export "
                       f"into the cache {su['export']:.1f} s, sessions {su['sessions']:.1f} s); later runs "
-                      f"{su['hit']:.1f} s (cache hit: key + sessions)")
+                      f"{su['hit']:.1f} s (cache hit: key + sessions)"
+                      + ("" if su.get("int8") is None else
+                         f"; int8: calibration and quantization {su['int8']:.1f} s once (then cached)"))
         print(f"load average after the speed table: {load_average():.1f}")
     if args.weights:
         q = measure_quality(args.weights, args.weights_recipe, args.weights_size, args.quality_frames,
