@@ -66,6 +66,13 @@ def test_int8_quantizes_the_convolutions_and_stays_close_to_float32(tmp_path):
     names = sorted(p.name for p in (tmp_path / "onnx_cache").iterdir())
     assert names == sorted([export_key(model), export_key(model) + "-int8-110"])
     assert json.loads((tmp_path / "onnx_cache" / names[1] / "onnx.json").read_text())["precision"] == "int8"
+    # calibrated on one's own content instead: not cached, said in the spec
+    from thkit.quantize import load_int8
+
+    own = load_int8(model, mt, content=(src[0], frames))
+    assert own.startup["cache"] is None and own.spec["quantization"]["calibration"].startswith("given content")
+    assert float((_run(own, src, frames, mt) - a).abs().mean()) < 0.02
+    assert sorted(p.name for p in (tmp_path / "onnx_cache").iterdir()) == names
 
 
 def test_int8_without_the_cache_and_the_one_line_errors(monkeypatch, capsys):

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +68,12 @@ class _DropPreprocessingAdvice(logging.Filter):
         return "pre-processing" not in str(record.getMessage())
 
 
-def calibration_feeds(onnx_model: OnnxModel, motion: Mapping[str, Any], frames: int = CALIBRATION_FRAMES
+def calibration_feeds(onnx_model: OnnxModel, motion: Mapping[str, Any], frames: int = CALIBRATION_FRAMES,
+                      content: tuple[torch.Tensor, Sequence[torch.Tensor]] | None = None
                       ) -> list[dict[str, np.ndarray]]:
     """The frame graph's inputs, one dict per frame, while ``onnx_model`` (float32) animates the sample face by the
-    first ``frames`` frames of the sample clip with the motion transfer ``motion`` (``relative``, ...)."""
+    first ``frames`` frames of the sample clip with the motion transfer ``motion`` (``relative``, ...); or, with
+    ``content = (source (C, H, W), driving frames)`` in the model's input range, that source by those frames."""
     from thkit.inference.stream import StreamingAnimator
 
     feeds: list[dict[str, np.ndarray]] = []
@@ -82,7 +84,10 @@ def calibration_feeds(onnx_model: OnnxModel, motion: Mapping[str, Any], frames: 
             feeds.append({k: np.array(values[k]) for k in onnx_model.inputs[name]})
         return run(name, values)
 
-    source, driving = _sample_frames(int(onnx_model.spec["image_size"]), onnx_model.input_range, frames)
+    if content is None:
+        source, driving = _sample_frames(int(onnx_model.spec["image_size"]), onnx_model.input_range, frames)
+    else:
+        source, driving = content[0], list(content[1])
     onnx_model._run = recording
     try:
         anim = StreamingAnimator(onnx_model, batch_size=1, **motion)
@@ -95,13 +100,15 @@ def calibration_feeds(onnx_model: OnnxModel, motion: Mapping[str, Any], frames: 
 
 
 def quantize_export(folder: str | os.PathLike, out: str | os.PathLike, motion: Mapping[str, Any],
-                    frames: int = CALIBRATION_FRAMES) -> Path:
+                    frames: int = CALIBRATION_FRAMES,
+                    content: tuple[torch.Tensor, Sequence[torch.Tensor]] | None = None) -> Path:
     """Write into ``out`` the float32 export in ``folder`` (:func:`thkit.export.export_onnx`) with its frame graph's
-    convolutions quantized to int8 (module docstring); the spec records ``precision`` and the calibration."""
+    convolutions quantized to int8 (module docstring), calibrated on the sample clip or on ``content``
+    (:func:`calibration_feeds`); the spec records ``precision`` and the calibration."""
     q = _require_quantizer()
     folder, out = Path(folder), Path(out)
     fp32 = OnnxModel.load(folder, threads=1)
-    feeds = calibration_feeds(fp32, motion, frames)
+    feeds = calibration_feeds(fp32, motion, frames, content)
     spec = json.loads((folder / SPEC_FILE).read_text())
 
     class Reader(q.CalibrationDataReader):
@@ -127,18 +134,23 @@ def quantize_export(folder: str | os.PathLike, out: str | os.PathLike, motion: M
         logging.getLogger().removeFilter(quiet)
     spec.update(precision="int8", quantization=dict(
         ops=["Conv"], weights="int8, per output channel", activations="uint8, min-max", format="QDQ",
-        calibration=f"thkit/assets/samples: the sample face animated by the first {len(feeds)} frames of the "
-                    f"sample clip ({dict(motion)})", seconds=round(time.perf_counter() - t0, 1)))
+        calibration=(f"thkit/assets/samples: the sample face animated by the first {len(feeds)} frames of the "
+                     f"sample clip ({dict(motion)})") if content is None else
+                    f"given content: a source animated by {len(feeds)} frames ({dict(motion)})",
+        seconds=round(time.perf_counter() - t0, 1)))
     (out / SPEC_FILE).write_text(json.dumps(spec, indent=1))
     return out
 
 
 def load_int8(model: torch.nn.Module, motion: Mapping[str, Any], cache: bool = True,
-              folder: str | os.PathLike | None = None, threads: int | None = None) -> OnnxModel:
+              folder: str | os.PathLike | None = None, threads: int | None = None,
+              content: tuple[torch.Tensor, Sequence[torch.Tensor]] | None = None) -> OnnxModel:
     """``model``'s int8 export run by onnxruntime: from the export cache (:func:`cached_int8`), or, with ``cache``
-    False or the cache off, exported and quantized in a temporary folder that is removed once loaded."""
+    False, the cache off or calibration ``content`` of one's own (``(source, driving frames)``: activation ranges
+    from the content to be animated, benchmarks/speed.py measures what that gains), exported and quantized in a
+    temporary folder that is removed once loaded."""
     t0 = time.perf_counter()
-    if cache and (folder is not None or cache_dir() is not None):
+    if cache and content is None and (folder is not None or cache_dir() is not None):
         path, hit = cached_int8(model, motion, folder)
         made = time.perf_counter() - t0
         out = OnnxModel.load(path, threads)
@@ -147,7 +159,7 @@ def load_int8(model: torch.nn.Module, motion: Mapping[str, Any], cache: bool = T
         return out
     with tempfile.TemporaryDirectory(prefix="thkit-int8-") as tmp:
         export_onnx(model, Path(tmp) / "fp32")
-        quantize_export(Path(tmp) / "fp32", Path(tmp) / "int8", motion)
+        quantize_export(Path(tmp) / "fp32", Path(tmp) / "int8", motion, content=content)
         made = time.perf_counter() - t0
         out = OnnxModel.load(Path(tmp) / "int8", threads)
     out.startup = {"cache": None, "export_s": made, "sessions_s": time.perf_counter() - t0 - made, "folder": None}
