@@ -89,3 +89,27 @@ def test_int8_without_the_cache_and_the_one_line_errors(monkeypatch, capsys):
                        "--precision", "int8"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--precision int8 runs on --backend onnxruntime" in err and "\n" not in err
+
+
+def test_cli_int8_calibrated_on_the_driving_video(tmp_path, capsys, monkeypatch):
+    """``--int8-calibration driving``: the int8 graphs are calibrated on this run's source and first driving frames
+    (as the animation prepares them), not on the sample clip, and nothing is cached."""
+    import thkit.quantize as quantize
+    from thkit.cli.app import SAMPLE_DRIVING, SAMPLE_SOURCE
+
+    seen = []
+    original = quantize.load_int8
+
+    def spy(model, motion, cache=True, folder=None, threads=None, content=None):
+        seen.append(None if content is None else (tuple(content[0].shape), len(content[1])))
+        return original(model, motion, cache, folder, threads, content)
+
+    monkeypatch.setattr(quantize, "load_int8", spy)
+    out = tmp_path / "out.mp4"
+    assert thkit_main(["animate", "--recipe", "fomm/tiny_fixture", "--random-weights", "--size", str(SIZE),
+                       "-s", str(SAMPLE_SOURCE), "-d", str(SAMPLE_DRIVING), "--max-frames", "5", "--backend",
+                       "onnxruntime", "--precision", "int8", "--int8-calibration", "driving", "-o", str(out),
+                       "--no-progress"]) == 0
+    assert out.is_file() and seen == [((3, SIZE, SIZE), 5)]
+    assert "calibrated on the driving" in capsys.readouterr().out
+    assert not (tmp_path / "onnx_cache").exists()

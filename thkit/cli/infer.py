@@ -67,7 +67,17 @@ def run_animate(args, models: dict | None = None, on_frame=None):
         raise ExportError(WARP_EDIT_REFUSED)  # before the export, not at the first frame
     size = model.meta["image_size"]
     input_range = model.meta["input_range"]
-    model = backend_model(model, args.backend, args.precision, device, motion=mt)
+    calibrate = None
+    if args.precision == "int8" and args.int8_calibration == "driving":
+        from thkit.quantize import load_int8
+
+        check_backend(args.backend, args.precision, device)
+        torch_model = model.cpu()
+        calibrate = lambda src, frames: load_int8(torch_model, mt, content=(src[0], frames))  # noqa: E731
+    elif args.int8_calibration != "samples" and args.precision != "int8":
+        raise ExportError(f"--int8-calibration {args.int8_calibration} is for --precision int8")
+    else:
+        model = backend_model(model, args.backend, args.precision, device, motion=mt)
     precision = None if args.backend == "onnxruntime" else args.precision  # the graphs carry their own precision
     res = animate_video(
         model, args.source, args.driving, args.out, image_size=size, input_range=input_range,
@@ -76,7 +86,7 @@ def run_animate(args, models: dict | None = None, on_frame=None):
         audio=not args.no_audio, batch_size=batch_size(args, device), device=device,
         progress=not args.no_progress, max_frames=args.max_frames, crf=args.crf, keypoint_transfer=transfer_net,
         best_frame=args.best_frame, find_best_frame=args.find_best_frame, paste_back=args.paste_back,
-        control=control, precision=precision, on_frame=on_frame)
+        control=control, precision=precision, on_frame=on_frame, calibrate=calibrate)
     if transfer_net is not None:
         desc = f"{mode} mode: keypoints from the recipe's network"
     else:
@@ -92,7 +102,9 @@ def run_animate(args, models: dict | None = None, on_frame=None):
     crop += ", pasted back into the source" if args.paste_back else ""
     line = (f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps "
             f"({desc}{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}"
-            + (f" ({args.backend}, {args.precision})" if (args.backend, args.precision) != ("torch", "fp32") else ""))
+            + (f" ({args.backend}, {args.precision}" + (f", calibrated on the {args.int8_calibration}"
+                                                       if args.precision == "int8" else "") + ")"
+               if (args.backend, args.precision) != ("torch", "fp32") else ""))
     if args.random_weights:
         line = "note: --random-weights: the model is untrained, the video shows noise-like output\n" + line
     return res, line
@@ -238,6 +250,10 @@ def add_commands(subparsers) -> None:
                         "(CUDA only); keypoints and motion transfer stay fp32; int8 (with --backend onnxruntime): "
                         "the export's convolutions quantized, calibrated once on the sample clip "
                         "(benchmarks/speed.py: speed and quality)")
+    a.add_argument("--int8-calibration", choices=("samples", "driving"), default="samples",
+                   help="--precision int8: activation ranges from the repository's sample clip (calibrated once per "
+                        "weights, cached) or from this run's source and first 16 driving frames (10-150 s per run, "
+                        "better on content unlike the samples: benchmarks/speed.py)")
     a.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="run the model with torch, or export it to ONNX in memory and run it with onnxruntime "
                         "(CPU, fp32; pip install 'thkit[onnx]'; thkit export writes the graphs)")

@@ -340,6 +340,7 @@ def animate_video(
     control: Any = None,
     on_frame: Any = None,
     precision: str | None = None,
+    calibrate: Any = None,
 ) -> AnimateResult:
     """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with the driving video and write ``out``.
 
@@ -364,7 +365,10 @@ def animate_video(
     (:func:`thkit.engine.visualize.draw_keypoints`), the warped source, the occlusion map and the result, side by
     side (``AnimateResult.panels`` names them).  ``on_frame``: called with every written frame (``(H, W, 3)`` uint8,
     before encoding), e.g. to keep some for a picture.  ``precision``: ``'fp32'`` (default), ``'bf16'`` or ``'fp16'``
-    autocast (:func:`thkit.inference.stream.resolve_precision`).
+    autocast (:func:`thkit.inference.stream.resolve_precision`).  ``calibrate``: called once with the prepared
+    source (1, C, H, W) and the first :data:`thkit.quantize.CALIBRATION_FRAMES` prepared driving frames (cropped as
+    the animation sees them, in the model's input range); it returns the model to animate with
+    (``--int8-calibration driving``: :func:`thkit.quantize.load_int8` with that content).
     """
     from tqdm import tqdm
 
@@ -438,6 +442,11 @@ def animate_video(
         t = _prepare(frame, drv_box, size)
         return t.pin_memory() if pin else t
 
+    if calibrate is not None:
+        from thkit.quantize import CALIBRATION_FRAMES
+
+        first = [from_unit(prep(f), input_range) for f in drv_in.frames(min(CALIBRATION_FRAMES, n_total or 1))]
+        model = calibrate(from_unit(src_unit, input_range).unsqueeze(0), first)
     recorder = _Recorder(model) if visualize else None
     animator = StreamingAnimator(recorder or model, relative=relative, relative_jacobian=relative_jacobian,
                                  adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
