@@ -148,12 +148,12 @@ def test_model_animates_a_warp_edit_as_the_composed_motion():
 def test_onnxruntime_backend_refuses_a_warp_edit_before_exporting(tmp_path, capsys, monkeypatch):
     """``thkit animate --backend onnxruntime --pose ...`` with a recipe that realises edits as a warp: one line, and no
     export is attempted; with the keypoint realisation the request is accepted (the frame graph takes keypoints)."""
-    import thkit.export as export
+    import thkit.backends as backends
     from thkit.cli import main as thkit_main
     from thkit.transfer_control import build_motion_control
 
     exported = []
-    monkeypatch.setattr(export, "backend_model", lambda *a, **k: exported.append(1) or (_ for _ in ()).throw(
+    monkeypatch.setattr(backends, "backend_model", lambda *a, **k: exported.append(1) or (_ for _ in ()).throw(
         RuntimeError("stop here")))
     args = ["animate", "--recipe", "semantic_prior/small", "--random-weights", "-s", "x.png", "-d", "y.mp4",
             "--backend", "onnxruntime", "--pose", "yaw=10"]

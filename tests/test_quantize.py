@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import thkit
+from thkit.backends import backend_model
 from thkit.cli import main as thkit_main
-from thkit.export import ExportError, OnnxModel, backend_model, check_backend, export_key
+from thkit.export import ExportError, OnnxModel, check_backend, export_key
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import StreamingAnimator
 from thkit.quantize import CALIBRATION_FRAMES, calibration_feeds

@@ -279,10 +279,10 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
     recipe's ``pose_alignment``): :func:`thkit.transfer_control.build_motion_control`.
 
     ``precision``: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast (default: the model's ``meta['precision']``, else
-    fp32); ``backend='onnxruntime'``: the model's ONNX export run by onnxruntime (:func:`thkit.export.backend_model`),
+    fp32); ``backend='onnxruntime'``: the model's ONNX export run by onnxruntime (:func:`thkit.backends.backend_model`),
     float32 or, with ``precision='int8'``, its convolutions quantized (:mod:`thkit.quantize`).
     """
-    from thkit.export import backend_model
+    from thkit.backends import backend_model
     from thkit.inference.animate import (
         _prepare,
         _to_uint8,

@@ -50,7 +50,7 @@ from thkit.warp.edit import EDIT_KEYS
 
 Tensor = torch.Tensor
 
-__all__ = ["BACKENDS", "CACHE_ENV", "ExportError", "OPSET", "GRAPHS", "OnnxModel", "backend_model", "cache_dir",
+__all__ = ["BACKENDS", "CACHE_ENV", "ExportError", "OPSET", "GRAPHS", "OnnxModel", "cache_dir",
            "cached_export", "check_backend", "compare_with_torch", "export_key", "export_onnx", "onnx_graphs",
            "require_onnxruntime", "session_options"]
 
@@ -654,24 +654,3 @@ def check_backend(backend: str = "torch", precision: str | None = None, device: 
     if torch.device(device).type != "cpu":
         raise ExportError(f"--backend onnxruntime runs on the CPU: use --device cpu (not {device})")
     require_onnxruntime()
-
-
-def backend_model(model: torch.nn.Module, backend: str = "torch", precision: str | None = None,
-                  device: torch.device | str = "cpu", cache: bool = True,
-                  motion: Mapping[str, Any] | None = None) -> Any:
-    """What :class:`~thkit.inference.stream.StreamingAnimator` should drive for ``backend``: ``model`` itself
-    (``'torch'``) or its export run by onnxruntime (``'onnxruntime'``; CPU; float32, or ``precision='int8'``: the
-    frame graph's convolutions quantized, :func:`thkit.quantize.load_int8`, calibrated with the motion transfer
-    ``motion``), after :func:`check_backend`.  The export comes from the cache (:meth:`OnnxModel.cached`: exported
-    once per weights, recipe, size and thkit) unless ``cache`` is False or ``$THKIT_ONNX_CACHE`` is ``off``; then it
-    is made in memory (:meth:`OnnxModel.from_model`).  The animator then runs the graphs as they are (no autocast)."""
-    check_backend(backend, precision, device)
-    if backend == "torch":
-        return model
-    if precision == "int8":
-        from thkit.quantize import load_int8
-
-        return load_int8(model.cpu(), dict(motion or {}), cache=cache)
-    if cache and cache_dir() is not None:
-        return OnnxModel.cached(model.cpu())
-    return OnnxModel.from_model(model.cpu())

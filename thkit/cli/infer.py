@@ -38,7 +38,8 @@ def run_animate(args, models: dict | None = None, on_frame=None):
                                  "each other; give one of them")
         args.relative = want
     device = resolve_device("cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device)
-    from thkit.export import WARP_EDIT_REFUSED, ExportError, backend_model, check_backend
+    from thkit.backends import backend_model
+    from thkit.export import WARP_EDIT_REFUSED, ExportError, check_backend
 
     check_backend(args.backend, args.precision, device)
     set_threads(args)
