@@ -436,18 +436,25 @@ def cached_export(model: torch.nn.Module, image_size: int | None = None, rewrite
     except OSError as e:
         raise ExportError(f"cannot write the ONNX export cache {root}: {e.strerror or e} (set ${CACHE_ENV} to "
                           "another folder, or to off)") from e
+    publish_entry(tmp, target, lambda: export_onnx(model, tmp, image_size, rewrites))
+    return target, False
+
+
+def publish_entry(tmp: Path, target: Path, write) -> None:
+    """Call ``write()`` (which fills the fresh folder ``tmp``), then rename ``tmp`` to the cache entry ``target``.
+    A non-empty folder is never replaced: of two concurrent runs the first rename wins, and an entry without its
+    spec (damaged) is replaced; ``tmp`` is removed whatever happens."""
     try:
-        export_onnx(model, tmp, image_size, rewrites)
+        write()
         try:
             os.rename(tmp, target)
-        except OSError:  # a non-empty folder is never replaced: another run's export, or a damaged entry
+        except OSError:  # another run's entry, or a damaged one
             if not (target / SPEC_FILE).is_file():
                 shutil.rmtree(target, ignore_errors=True)
                 os.rename(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target, False
 
 
 # --------------------------------------------------------------------------------------------------------

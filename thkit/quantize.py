@@ -28,7 +28,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from thkit.export import GRAPHS, SPEC_FILE, ExportError, OnnxModel, cache_dir, cached_export, export_key, export_onnx
+from thkit.export import (
+    GRAPHS,
+    SPEC_FILE,
+    ExportError,
+    OnnxModel,
+    cache_dir,
+    cached_export,
+    export_key,
+    export_onnx,
+    publish_entry,
+)
 
 __all__ = ["CALIBRATION_FRAMES", "calibration_feeds", "cached_int8", "load_int8", "quantize_export"]
 
@@ -179,17 +189,7 @@ def cached_int8(model: torch.nn.Module, motion: Mapping[str, Any], folder: str |
         return target, True
     fp32, _ = cached_export(model, folder=root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-    try:
-        quantize_export(fp32, tmp, motion)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another run's quantized export won the rename
-            if not (target / SPEC_FILE).is_file():
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    publish_entry(tmp, target, lambda: quantize_export(fp32, tmp, motion))
     return target, False
 
 
