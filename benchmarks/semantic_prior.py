@@ -150,20 +150,26 @@ class PoseMeter:
         self.template = torch.tensor(cfg.face_prior_template)
         self.mesh = MediaPipeFaceMesh("semantic_prior benchmark")
 
-    def __call__(self, frames_u8: np.ndarray) -> np.ndarray:
-        """(T, 64, 64, 3) uint8 -> (T, 3) degrees, NaN where no face is found."""
+    def fit(self, frame_u8: np.ndarray) -> tuple[np.ndarray, dict] | None:
+        """One 64 px uint8 frame -> MediaPipe's landmarks at 256 px (bicubic) and the template fit of its 10 anchor
+        points (:func:`~thkit.transfer_control.fit_pose`, coordinates in [-1, 1]); ``None`` where no face is found."""
         from PIL import Image
 
         from thkit.transfer_control import fit_pose
 
+        lm = self.mesh.landmarks(np.asarray(Image.fromarray(frame_u8).resize((256, 256), Image.BICUBIC)))
+        if lm is None:
+            return None
+        pts = torch.tensor(np.stack([lm[a].mean(0) for a in self.anchors]), dtype=torch.float64)[None]
+        return lm, fit_pose(pts / 128.0 - 1, self.template)
+
+    def __call__(self, frames_u8: np.ndarray) -> np.ndarray:
+        """(T, 64, 64, 3) uint8 -> (T, 3) degrees, NaN where no face is found."""
         out = np.full((len(frames_u8), 3), np.nan)
         for i, f in enumerate(frames_u8):
-            big = np.asarray(Image.fromarray(f).resize((256, 256), Image.BICUBIC))
-            lm = self.mesh.landmarks(big)
-            if lm is None:
-                continue
-            pts = torch.tensor(np.stack([lm[a].mean(0) for a in self.anchors]), dtype=torch.float64)[None]
-            out[i] = fit_pose(pts / 128.0 - 1, self.template)["angles"][0].numpy()
+            found = self.fit(f)
+            if found is not None:
+                out[i] = found[1]["angles"][0].numpy()
         return out
 
 
@@ -341,14 +347,19 @@ def landmark_study(model, args) -> dict:
                 videos=args.test_videos + args.calibration_videos, frames=int(len(x)), requests=rows)
 
 
-def landmark_angles(model, landmarks: np.ndarray) -> np.ndarray:
-    """(T, 3) yaw, pitch, roll (degrees) of (T, 22, 2) landmark positions: the template fit of the anchor points."""
+def landmark_fit(model, landmarks: np.ndarray) -> dict:
+    """The template fit (:func:`thkit.transfer_control.fit_pose`) of the 10 anchor points of (T, 22, 2) landmark
+    positions (pixels at 64 px)."""
     from thkit.transfer_control import fit_pose
 
     anchors = model.recipe.face_prior_anchors_synthetic
     pts = torch.tensor(np.stack([landmarks[:, a].mean(1) for a in anchors], 1), dtype=torch.float64)
-    return fit_pose(pts / 31.5 - 1, torch.tensor(model.recipe.face_prior_template, dtype=torch.float64))[
-        "angles"].numpy()
+    return fit_pose(pts / 31.5 - 1, torch.tensor(model.recipe.face_prior_template, dtype=torch.float64))
+
+
+def landmark_angles(model, landmarks: np.ndarray) -> np.ndarray:
+    """(T, 3) yaw, pitch, roll (degrees) of (T, 22, 2) landmark positions: the template fit of the anchor points."""
+    return landmark_fit(model, landmarks)["angles"].numpy()
 
 
 AXES_REQUESTS = [(name, y) for name in POSE_NAMES for y in (-10.0, 10.0)]
@@ -436,29 +447,19 @@ def meter_check(model, meter: PoseMeter, args, yaws=(-20.0, -10.0, 10.0, 20.0)) 
 def _lip_gap_landmarks(model, landmarks: np.ndarray) -> np.ndarray:
     """(T,) outer-lip gap (renderer landmarks lip_top -> lip_bottom) of (T, 22, 2) pixel landmarks at 64 px, in head
     units (the template-fit scale of the 10 anchor points)."""
-    from thkit.transfer_control import fit_pose
-
-    anchors = model.recipe.face_prior_anchors_synthetic
-    pts = torch.tensor(np.stack([landmarks[:, a].mean(1) for a in anchors], 1), dtype=torch.float64) / 31.5 - 1
-    scale = fit_pose(pts, torch.tensor(model.recipe.face_prior_template, dtype=torch.float64))["scale"].numpy()
+    scale = landmark_fit(model, landmarks)["scale"].numpy()
     return np.linalg.norm(landmarks[:, 18] - landmarks[:, 17], axis=-1) / 31.5 / scale
 
 
 def _lip_gap_mediapipe(meter: PoseMeter, frames_u8: np.ndarray) -> np.ndarray:
     """(T,) MediaPipe's inner-lip gap (mesh points 13 -> 14) in head units (the template-fit scale of its 10 anchor
     points), at 256 px; NaN where it finds no face."""
-    from PIL import Image
-
-    from thkit.transfer_control import fit_pose
-
     out = np.full(len(frames_u8), np.nan)
     for i, f in enumerate(frames_u8):
-        lm = meter.mesh.landmarks(np.asarray(Image.fromarray(f).resize((256, 256), Image.BICUBIC)))
-        if lm is None:
-            continue
-        pts = torch.tensor(np.stack([lm[a].mean(0) for a in meter.anchors]), dtype=torch.float64)[None] / 128.0 - 1
-        scale = float(fit_pose(pts, meter.template.double())["scale"][0])
-        out[i] = np.linalg.norm(lm[14] - lm[13]) / 128.0 / scale
+        found = meter.fit(f)
+        if found is not None:
+            lm, fit = found
+            out[i] = np.linalg.norm(lm[14] - lm[13]) / 128.0 / float(fit["scale"][0])
     return out
 
 

@@ -106,7 +106,7 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_speed(recipe: str, size: int, frames: int, precisions: list[str], onnx: bool,
-                  device: torch.device, int8: bool = True) -> dict:
+                  device: torch.device) -> dict:
     torch.manual_seed(0)
     # no parameter needs a gradient here; FlopCounterMode's module tracker hooks every input that asks for one, and
     # fails on a parameter passed as an input (MCNet's memory bank)
@@ -130,13 +130,11 @@ def measure_speed(recipe: str, size: int, frames: int, precisions: list[str], on
             ort_model = OnnxModel.cached(model, folder=cache)  # run exports into the cache, later runs load it
             cold = ort_model.startup
             again = OnnxModel.cached(model, folder=cache).startup
-            int8_model = load_int8(model, mt, folder=cache) if int8 else None  # quantized from the cached export
+            int8_model = load_int8(model, mt, folder=cache)  # quantized from the cached export
         startup = dict(export=cold["export_s"], sessions=cold["sessions_s"],
-                       hit=again["export_s"] + again["sessions_s"],
-                       int8=None if int8_model is None else int8_model.startup["export_s"])
+                       hit=again["export_s"] + again["sessions_s"], int8=int8_model.startup["export_s"])
         paths.append(_Path("onnxruntime", StreamingAnimator(ort_model, batch_size=1, **mt)))
-        if int8_model is not None:
-            paths.append(_Path("ort int8", StreamingAnimator(int8_model, batch_size=1, **mt)))
+        paths.append(_Path("ort int8", StreamingAnimator(int8_model, batch_size=1, **mt)))
 
     gflop = {}
     with torch.inference_mode():
@@ -391,8 +389,7 @@ def main() -> None:
                 print(f"{r['recipe']:<22}onnxruntime start-up: first run {su['export'] + su['sessions']:.1f} s (export "
                       f"into the cache {su['export']:.1f} s, sessions {su['sessions']:.1f} s); later runs "
                       f"{su['hit']:.1f} s (cache hit: key + sessions)"
-                      + ("" if su.get("int8") is None else
-                         f"; int8: calibration and quantization {su['int8']:.1f} s once (then cached)"))
+                      f"; int8: calibration and quantization {su['int8']:.1f} s once (then cached)")
         print(f"load average after the speed table: {load_average():.1f}")
     if args.weights:
         q = measure_quality(args.weights, args.weights_recipe, args.weights_size, args.quality_frames,

@@ -132,3 +132,17 @@ def load_strict_on_meta(state_dicts: dict, **modules) -> None:
         warnings.filterwarnings("ignore", message=".*meta parameter.*")
         for name, module in modules.items():
             load_state_dict_strict(module, state_dicts[name], name)
+
+
+def moving_block_frames(lo: float, hi: float, n: int, size: int, seed: int = 1
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A random source (1, 3, size, size) and ``n`` driving frames with a bright block that moves down by 6 px a
+    frame, so the keypoints move; values in [lo, hi]."""
+    g = torch.Generator().manual_seed(seed)
+    src = lo + (hi - lo) * torch.rand(1, 3, size, size, generator=g)
+    frames = []
+    for i in range(n):
+        f = torch.rand(3, size, size, generator=g) * 0.3
+        f[:, 8 + 6 * i:28 + 6 * i, 20:40] += 0.7
+        frames.append(lo + (hi - lo) * f.clamp(0, 1))
+    return src, frames

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import moving_block_frames
 
 import thkit
 from thkit.cli import main as thkit_main
@@ -29,14 +30,7 @@ def _model(recipe: str, options: dict | None = None):
 
 def _images(lo: float, hi: float, n: int, seed: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """A random source and driving frames with a bright block that moves, so the keypoints move."""
-    g = torch.Generator().manual_seed(seed)
-    src = lo + (hi - lo) * torch.rand(1, 3, SIZE, SIZE, generator=g)
-    frames = []
-    for i in range(n):
-        f = torch.rand(3, SIZE, SIZE, generator=g) * 0.3
-        f[:, 8 + 6 * i:28 + 6 * i, 20:40] += 0.7
-        frames.append(lo + (hi - lo) * f.clamp(0, 1))
-    return src, frames
+    return moving_block_frames(lo, hi, n, SIZE, seed)
 
 
 # SMAC with one layer per retrieval transformer (every operator of two, and 40 % less export time)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import moving_block_frames
 
 import thkit
 from thkit.cli import main as thkit_main
@@ -22,14 +23,7 @@ def fomm():
 
 
 def _frames(n: int):
-    g = torch.Generator().manual_seed(1)
-    src = torch.rand(1, 3, SIZE, SIZE, generator=g)
-    frames = []
-    for i in range(n):
-        f = torch.rand(3, SIZE, SIZE, generator=g) * 0.3
-        f[:, 8 + 6 * i:28 + 6 * i, 20:40] += 0.7
-        frames.append(f.clamp(0, 1))
-    return src, frames
+    return moving_block_frames(0.0, 1.0, n, SIZE)
 
 
 def test_resolve_precision():

@@ -8,6 +8,7 @@ import json
 import onnx
 import pytest
 import torch
+from conftest import moving_block_frames
 
 import thkit
 from thkit.backends import backend_model
@@ -24,17 +25,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("THKIT_ONNX_CACHE", str(tmp_path / "onnx_cache"))
-
-
-def _frames(lo, hi, n=3):
-    g = torch.Generator().manual_seed(1)
-    src = lo + (hi - lo) * torch.rand(1, 3, SIZE, SIZE, generator=g)
-    frames = []
-    for i in range(n):
-        f = torch.rand(3, SIZE, SIZE, generator=g) * 0.3
-        f[:, 8 + 6 * i:28 + 6 * i, 20:40] += 0.7
-        frames.append(lo + (hi - lo) * f.clamp(0, 1))
-    return src, frames
 
 
 def _run(m, src, frames, mt):
@@ -57,7 +47,7 @@ def test_int8_quantizes_the_convolutions_and_stays_close_to_float32(tmp_path):
     ops = [n.op_type for n in graph.node]
     convs = sum(op == "Conv" for op in ops)
     assert convs > 5 and ops.count("QuantizeLinear") >= convs and ops.count("DequantizeLinear") >= 2 * convs
-    src, frames = _frames(*model.input_range)
+    src, frames = moving_block_frames(*model.input_range, 3, SIZE)
     a, b = _run(fp32, src, frames, mt), _run(int8, src, frames, mt)
     diff = (a - b).abs()
     assert 0 < float(diff.mean()) < 0.02 and float(diff.max()) < 0.25, (float(diff.mean()), float(diff.max()))

@@ -42,6 +42,8 @@ def run_animate(args, models: dict | None = None, on_frame=None):
     from thkit.export import WARP_EDIT_REFUSED, ExportError, check_backend
 
     check_backend(args.backend, args.precision, device)
+    if args.int8_calibration != "samples" and args.precision != "int8":
+        raise ExportError(f"--int8-calibration {args.int8_calibration} is for --precision int8")
     set_threads(args)
     key = (args.recipe, args.checkpoint, args.random_weights, args.checkpoint_format, args.trusted,
            repr(args.cfg_options), str(device), args.size)
@@ -69,14 +71,11 @@ def run_animate(args, models: dict | None = None, on_frame=None):
     size = model.meta["image_size"]
     input_range = model.meta["input_range"]
     calibrate = None
-    if args.precision == "int8" and args.int8_calibration == "driving":
+    if args.precision == "int8" and args.int8_calibration == "driving":  # int8 made from this run's frames
         from thkit.quantize import load_int8
 
-        check_backend(args.backend, args.precision, device)
         torch_model = model.cpu()
         calibrate = lambda src, frames: load_int8(torch_model, mt, content=(src[0], frames))  # noqa: E731
-    elif args.int8_calibration != "samples" and args.precision != "int8":
-        raise ExportError(f"--int8-calibration {args.int8_calibration} is for --precision int8")
     else:
         model = backend_model(model, args.backend, args.precision, device, motion=mt)
     precision = None if args.backend == "onnxruntime" else args.precision  # the graphs carry their own precision

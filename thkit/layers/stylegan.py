@@ -81,7 +81,6 @@ class ModulatedConv2d(nn.Module):
         out = F.conv2d(x.reshape(1, b * c, h, w), weight, padding=self.padding, groups=b)
         return out.view(b, self.out_channels, *out.shape[2:4])
 
-
     def _unfused(self, x: Tensor, style: Tensor) -> Tensor:
         """The same map with a constant kernel: ``conv(x * s, w) * d`` (class docstring)."""
         s = self.modulation(style)  # (b, c_in)
