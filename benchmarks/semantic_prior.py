@@ -3,7 +3,9 @@ what they claim, on thkit's synthetic heads (exact renderer truth).  Prints the 
 
 Two fixed-budget trainings of ``semantic_prior/small`` at 64 px on 1 thread (``--minutes`` of CPU time each, wall
 capped at 4x that; same data, same seed): ``with`` the face-geometry loss (keypoints tied to the renderer's landmarks)
-and ``without`` (its weight 0: FOMM small with 10 free keypoints).  Then, on held-out videos:
+and ``without`` (its weight 0: FOMM small with 10 free keypoints).  ``--recipe semantic_prior/small_fullres``
+trains and measures the variant whose generator warps at 64 px (sharp enough generated frames for MediaPipe to
+read; ``--only with``, then ``--skip-training`` without part b).  Then, on held-out videos:
 
 (a) pose alignment: source = frame 0 of a held-out head video re-rendered at a known pose offset, driving = the
     original video; |pose - driving truth| with no alignment, ``SimilarityAlignment`` and ``PoseAlignment``, measured
@@ -62,14 +64,14 @@ def train(variant: str, args) -> dict:
     # wall-time cap 4x the CPU budget (a safety net on a busy machine)
     ns = argparse.Namespace(videos=100, frames=32, batch=args.batch, workers=0, data=args.data,
                             minutes=4 * args.minutes)
-    opts = training_options(RECIPE, ns)
-    opts["randomness"] = dict(seed=0)
+    opts = training_options(args.recipe, ns)
+    opts["randomness"] = dict(seed=args.seed)
     if variant == "without":
         opts["losses.geometry.weight"] = 0.0
     work_dir = Path(args.work_dir) / variant
-    torch.manual_seed(0)
-    runner = build_runner(RECIPE, work_dir=str(work_dir), size=64, cfg_options=opts)
-    schedule = budget_schedule(load_recipe(RECIPE)) if args.schedule else {}
+    torch.manual_seed(args.seed)
+    runner = build_runner(args.recipe, work_dir=str(work_dir), size=64, cfg_options=opts)
+    schedule = budget_schedule(load_recipe(args.recipe)) if args.schedule else {}
     runner.register_hook(TimeBudgetHook(args.minutes * 60, clock="cpu", **schedule), priority="LOWEST")
     t0, c0 = time.perf_counter(), time.process_time()
     runner.train()
@@ -80,7 +82,7 @@ def train(variant: str, args) -> dict:
 def load(variant: str, args):
     import thkit
 
-    return thkit.create_model(RECIPE, size=64, checkpoint=str(Path(args.work_dir) / variant / "weights.pth"))
+    return thkit.create_model(args.recipe, size=64, checkpoint=str(Path(args.work_dir) / variant / "weights.pth"))
 
 
 def geometry_curve(args) -> dict:
@@ -118,7 +120,7 @@ def keypoint_tracking(models: dict, args) -> dict:
     from thkit.losses.geometry import anchor_targets
     from thkit.recipe import load_recipe
 
-    anchors = load_recipe(RECIPE).face_prior_anchors_synthetic
+    anchors = load_recipe(args.recipe).face_prior_anchors_synthetic
     xtr, ltr, _ = frames_and_landmarks(args, "train", 40, stride=4)
     xte, lte, vte = frames_and_landmarks(args, "test", 10)
     px = 63 / 2  # keypoint units -> pixels at 64 px
@@ -364,6 +366,7 @@ def landmark_angles(model, landmarks: np.ndarray) -> np.ndarray:
 
 AXES_REQUESTS = [(name, y) for name in POSE_NAMES for y in (-10.0, 10.0)]
 WARP_REQUESTS = AXES_REQUESTS + [("yaw", y) for y in (-20.0, -5.0, 5.0, 20.0)]
+WARP_YAWS = (-20.0, -10.0, -5.0, 5.0, 10.0, 20.0)
 
 
 def with_realise(recipe, realise: str, outline=None):
@@ -382,7 +385,8 @@ def with_realise(recipe, realise: str, outline=None):
 def axes_study(model, meter: PoseMeter, args, requests=AXES_REQUESTS, realise: str = "keypoints",
                outline=None) -> dict:
     """(r) ``--pose ANGLE=+-10`` for each of yaw, pitch and roll on the test videos: the change of that angle in
-    ``deformed`` (edited minus unedited) by the landmark meter (median over frames) and by MediaPipe (mean): the
+    ``deformed`` (edited minus unedited) by the landmark meter (median over frames) and by MediaPipe (mean), and by
+    MediaPipe on the generated frame (``mediapipe_prediction_*``, over the frames where it finds a face in both): the
     in-plane roll is what a 2-D warp can realise fully, yaw and pitch turn the head out of the image plane.
     (w) the same with the control realising the edit as a warp of the predicted motion (``realise='warp'``,
     :mod:`thkit.warp.edit`), for more yaw requests."""
@@ -393,19 +397,25 @@ def axes_study(model, meter: PoseMeter, args, requests=AXES_REQUESTS, realise: s
     for idx in args.test_videos:
         frames, lms, _ = render_clip_landmarks(idx, args.frames)
         base = animate_frames(model, frames[0], frames)
-        base_l, base_m = landmark_angles(model, landed_landmarks(base, lms[0])), meter(base["deformed"])
+        base_l = landmark_angles(model, landed_landmarks(base, lms[0]))
+        base_m = {o: meter(base[o]) for o in OUTPUTS}
         for name, y in requests:
             k = POSE_NAMES.index(name)
             res = animate_frames(model, frames[0], frames, build_motion_control(recipe, pose={name: y}))
             lm = landmark_angles(model, landed_landmarks(res, lms[0]))[:, k]
-            mp = meter(res["deformed"])[:, k]
-            got = rows.setdefault(f"{name}={y:+g}", ([], []))
+            got = rows.setdefault(f"{name}={y:+g}", ([], {o: [] for o in OUTPUTS}))
             got[0].append(lm - base_l[:, k])
-            got[1].append(mp - base_m[:, k])
-    return {key: dict(landmarks_median=float(np.median(np.concatenate(lm))),
-                      mediapipe_mean=float(np.nanmean(np.concatenate(mp))),
-                      mediapipe_sd=float(np.nanstd(np.concatenate(mp))),
-                      mediapipe_frames=int(np.isfinite(np.concatenate(mp)).sum()))
+            for o in OUTPUTS:
+                got[1][o].append(meter(res[o])[:, k] - base_m[o][:, k])
+
+    def mediapipe(changes: list, prefix: str) -> dict:
+        d = np.concatenate(changes)
+        ok = np.isfinite(d)
+        return {f"{prefix}mean": float(d[ok].mean()) if ok.any() else float("nan"),
+                f"{prefix}sd": float(d[ok].std()) if ok.any() else float("nan"), f"{prefix}frames": int(ok.sum())}
+
+    return {key: dict(landmarks_median=float(np.median(np.concatenate(lm))), **mediapipe(mp["deformed"], "mediapipe_"),
+                      **mediapipe(mp["prediction"], "mediapipe_prediction_"))
             for key, (lm, mp) in rows.items()}
 
 
@@ -648,33 +658,39 @@ def calibrated_control_study(model, meter: PoseMeter, args, gain: float, scale: 
 def yaw_calibration(model, meter: PoseMeter, args, frames: int = 24, videos=None) -> dict:
     """What a yaw change of the *driving* head does, in plain reconstruction (no edit): slopes of the yaw change
     (frame t minus frame 0) measured by MediaPipe on the renderer's frames, by a template fit of the model's
-    keypoints, and by MediaPipe on the model's ``deformed`` output, each against the renderer's true yaw change.  It
-    says how much of a yaw change the meter sees and how much the model realises, edit or no edit."""
-    xs, out = [], {"mediapipe_on_driving": [], "keypoints": [], "mediapipe_on_deformed": []}
+    keypoints, and by MediaPipe on the model's ``deformed`` output and on its generated frame (frames where it finds
+    the face in both frame t and frame 0), each against the renderer's true yaw change.  It says how much of a yaw
+    change the meter sees and how much the model realises, edit or no edit."""
+    xs, out = [], {"mediapipe_on_driving": [], "keypoints": [], "mediapipe_on_deformed": [],
+                   "mediapipe_on_prediction": []}
     for idx in (args.test_videos if videos is None else videos):
         drv, motion = render_clip(idx, frames)
         truth = np.degrees(motion.yaw)
         res = animate_frames(model, drv[0], drv)
         xs.append(truth - truth[0])
         for k, v in (("mediapipe_on_driving", meter(drv)[:, 0]), ("keypoints", keypoint_pose(model, drv[0], drv)[:, 0]),
-                     ("mediapipe_on_deformed", meter(res["deformed"])[:, 0])):
+                     ("mediapipe_on_deformed", meter(res["deformed"])[:, 0]),
+                     ("mediapipe_on_prediction", meter(res["prediction"])[:, 0])):
             out[k].append(v - v[0])
     x = np.concatenate(xs)
-    slopes = {}
+    slopes, seen = {}, {}
     for k, v in out.items():
         y = np.concatenate(v)
         ok = np.isfinite(y)
-        slopes[k] = float(np.polyfit(x[ok], y[ok], 1)[0])
-    return dict(slopes=slopes, frames=int(len(x)), yaw_change_range=[float(x.min()), float(x.max())])
+        slopes[k] = float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() > 2 else float("nan")
+        seen[k] = int(ok.sum())
+    return dict(slopes=slopes, frames=int(len(x)), frames_seen=seen, yaw_change_range=[float(x.min()), float(x.max())])
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", default=RECIPE, help="the semantic-prior recipe trained and measured (64 px)")
     p.add_argument("--minutes", type=float, default=8.0, help="training CPU time per variant (1 thread)")
     p.add_argument("--schedule", action=argparse.BooleanOptionalAction, default=True,
                    help="decay the learning rate at the recipe's MultiStepLR milestones taken as fractions of the "
                         "CPU budget (as benchmarks/learns.py; --no-schedule: constant, as the runs before 2026-12-05)")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="training seed (weights and batch order)")
     p.add_argument("--data", default="data/synth64")
     p.add_argument("--work-dir", default="work_dirs/semantic_prior")
     p.add_argument("--skip-training", action="store_true")
@@ -729,7 +745,8 @@ def main(argv=None) -> dict:
         res["warp_yaw_other_videos"] = axes_study(models["with"], meter, other,
                                                   [r for r in WARP_REQUESTS if r[0] == "yaw"], "warp")
         res["warp_outline_sensitivity"] = outline_sensitivity(models["with"], meter, args)
-        res["warp_meter_check"] = meter_check(models["with"], meter, args)
+        res["warp_meter_check"] = meter_check(models["with"], meter, args, WARP_YAWS)
+        res["warp_meter_check_other_videos"] = meter_check(models["with"], meter, other, WARP_YAWS)
         res["warp_control"] = control_study(models["with"], meter, args, realise="warp")
     print(json.dumps(res, indent=1))
     if args.out:
