@@ -9,8 +9,9 @@ interleaved, in CPU time.
   it up (``ORT_ENABLE_ALL``, one inter-op thread, the CPU memory arena and memory patterns on), exported without
   rewrites (``rewrites=()``: the graphs as torch's exporter writes them);
 * then ``ort`` with one setting changed (``--levers``; see :data:`LEVERS`): a lower graph-optimisation level (what
-  the NCHWc layout and the fusions give), no memory arena / memory patterns, denormals flushed to zero, the
-  cache tensors bound once per video as onnxruntime values (``io_binding``: no per-frame feed conversion).
+  the NCHWc layout and the fusions give), no memory arena / memory patterns, denormals flushed to zero, independent
+  nodes run at once (``parallel``: ``ORT_PARALLEL``, two inter-op threads), the cache tensors bound once per video
+  as onnxruntime values (``io_binding``: no per-frame feed conversion).
 
 The model is exported once (its time printed with the sessions' creation as the start-up); every path then animates
 the same random frames with the same random weights (random BatchNorm statistics), after one warm-up frame each,
@@ -46,6 +47,7 @@ LEVERS = {
     "no_arena": {"enable_cpu_mem_arena": False},
     "no_mem_pattern": {"enable_mem_pattern": False},
     "denormal_zero": {"session.set_denormal_as_zero": "1"},
+    "parallel": {"execution_mode": "ORT_PARALLEL", "inter_op_num_threads": 2},
     "io_binding": None,
     "fold_upsample": None,
     "masked_attention": None,
