@@ -14,6 +14,19 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 os.environ.setdefault("THKIT_TESTING", "1")
 
 
+def load_benchmark(name: str, monkeypatch=None):
+    """``benchmarks/<name>.py`` as a module (``thkit_bench_<name>``); with ``monkeypatch``, ``benchmarks/`` is on
+    ``sys.path`` for the test (for scripts that import their neighbours, e.g. ``learns``)."""
+    import importlib.util
+
+    if monkeypatch is not None:
+        monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(f"thkit_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def pytest_report_header(config):
     """The resolved torch / torchvision, so that a failing run names the versions it ran with."""
     import platform

@@ -2,21 +2,17 @@
 heads and are measured on held-out videos before and after, against copy-the-source."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_benchmark
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _learns():
-    spec = importlib.util.spec_from_file_location("thkit_bench_learns", ROOT / "benchmarks" / "learns.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("learns")
 
 
 def test_learns_benchmark_a_few_steps(tmp_path):

@@ -1,20 +1,15 @@
 """benchmarks/ort_attention.py's two graphs compute the same attention as a plain numpy softmax(q k^T / sqrt(d)) v."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import load_benchmark
 
 ort = pytest.importorskip("onnxruntime")
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("thkit_bench_ort_attention", ROOT / "benchmarks" / "ort_attention.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ort_attention")
 
 
 @pytest.mark.parametrize("heads,queries,keys,dim", [(2, 16, 8, 4), (1, 12, 12, 32)])

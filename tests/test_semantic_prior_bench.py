@@ -1,20 +1,13 @@
 """benchmarks/semantic_prior.py's detector-free meters: a backward flow inverted at source points, the lip gap."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import torch
-from conftest import ROOT
+from conftest import load_benchmark
 
 
 def _bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    path = ROOT / "benchmarks" / "semantic_prior.py"
-    spec = importlib.util.spec_from_file_location("thkit_bench_semantic_prior", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("semantic_prior", monkeypatch)
 
 
 def test_invert_flow_at_recovers_an_affine_warp(monkeypatch):

@@ -2,23 +2,17 @@
 convolutions."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT
+from conftest import load_benchmark
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def winograd(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("thkit_bench_winograd", ROOT / "benchmarks" / "winograd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("winograd", monkeypatch)
 
 
 @pytest.mark.parametrize("cin, cout, h, w, bias", [(3, 5, 8, 6, True), (16, 8, 12, 12, False), (7, 7, 2, 4, True)])
