@@ -366,7 +366,7 @@ def landmark_angles(model, landmarks: np.ndarray) -> np.ndarray:
 
 AXES_REQUESTS = [(name, y) for name in POSE_NAMES for y in (-10.0, 10.0)]
 WARP_REQUESTS = AXES_REQUESTS + [("yaw", y) for y in (-20.0, -5.0, 5.0, 20.0)]
-WARP_YAWS = (-20.0, -10.0, -5.0, 5.0, 10.0, 20.0)
+WARP_YAWS = tuple(sorted(y for name, y in WARP_REQUESTS if name == "yaw"))  # -20, -10, -5, 5, 10, 20
 
 
 def with_realise(recipe, realise: str, outline=None):
@@ -743,7 +743,7 @@ def main(argv=None) -> dict:
         res["warp_axes"] = axes_study(models["with"], meter, args, WARP_REQUESTS, "warp")
         other = argparse.Namespace(**{**vars(args), "test_videos": args.calibration_videos})
         res["warp_yaw_other_videos"] = axes_study(models["with"], meter, other,
-                                                  [r for r in WARP_REQUESTS if r[0] == "yaw"], "warp")
+                                                  [("yaw", y) for y in WARP_YAWS], "warp")
         res["warp_outline_sensitivity"] = outline_sensitivity(models["with"], meter, args)
         res["warp_meter_check"] = meter_check(models["with"], meter, args, WARP_YAWS)
         res["warp_meter_check_other_videos"] = meter_check(models["with"], meter, other, WARP_YAWS)
