@@ -181,8 +181,9 @@ def test_session_options_by_name():
     from thkit.export import session_options
 
     opts = session_options(1, {"graph_optimization_level": "ORT_ENABLE_BASIC", "enable_mem_pattern": False,
-                               "session.set_denormal_as_zero": "1"})
+                               "session.set_denormal_as_zero": "1", "profile_file_prefix": "/tmp/run_a"})
     assert str(opts.graph_optimization_level).endswith("ORT_ENABLE_BASIC") and not opts.enable_mem_pattern
+    assert opts.profile_file_prefix == "/tmp/run_a"  # a text setting is not read as an enum name
     assert opts.get_session_config_entry("session.set_denormal_as_zero") == "1"
     with pytest.raises(ExportError, match="unknown onnxruntime session option 'nope'"):
         session_options(1, {"nope": 1})

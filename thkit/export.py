@@ -479,8 +479,8 @@ def session_options(threads: int | None = None, options: Mapping[str, Any] | Non
         if not hasattr(opts, key):
             raise ExportError(f"unknown onnxruntime session option {key!r}: expected a SessionOptions attribute "
                               "or a config entry such as 'session.set_denormal_as_zero'")
-        if isinstance(value, str):
-            kind = type(getattr(opts, key))
+        kind = type(getattr(opts, key))
+        if isinstance(value, str) and kind is not str:  # an enum by its name; a text setting is set as given
             if not hasattr(kind, value):
                 raise ExportError(f"onnxruntime session option {key}={value!r} is not one of "
                                   f"{', '.join(n for n in dir(kind) if n.isupper())}")
