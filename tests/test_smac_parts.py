@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from thkit.builder import build, build_model
-from thkit.compensate.smac import AppearanceCodebookCompensation, linspace_grid, window_partition, window_reverse
+from thkit.compensate.smac import AppearanceCodebookCompensation, linspace_grid
 from thkit.decode.vqgan import SFTFusion, VQGANDecoder
 from thkit.encode.vqgan import VQGANEncoder
 from thkit.errors import RecipeError
 from thkit.layers import make_coordinate_grid
 from thkit.layers.blocks import reference_ops
+from thkit.layers.window import window_partition, window_reverse
 from thkit.recipe import load_recipe
 
 VARIANTS = ("baseline", "smc", "mmc", "mmc_sac", "full")

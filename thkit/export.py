@@ -241,8 +241,10 @@ def _parsed_sdpa():
 
 #: the rewrites an export applies by default (``onnx_graphs(..., rewrites=...)``): ``upsample``, nearest-x2
 #: upsampling + 3x3 convolution computed at the low resolution (:func:`thkit.layers.upsample.fold_upsample`);
-#: ``masked_attention``, boolean-masked attention without a NaN check over every probability (:func:`_symbolic_sdpa`)
-REWRITES = ("upsample", "masked_attention")
+#: ``masked_attention``, boolean-masked attention without a NaN check over every probability (:func:`_symbolic_sdpa`);
+#: ``window``, window (un)embeddings as convolutions, whose transposes onnxruntime runs faster than those of the
+#: partitioned windows (:func:`thkit.layers.window.conv_windows`)
+REWRITES = ("upsample", "masked_attention", "window")
 
 
 @contextlib.contextmanager
@@ -301,7 +303,8 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
     (:func:`thkit.layers.upsample.fold_upsample`: 2.25x fewer multiply-adds in those convolutions; BatchNorms folded
     into their convolutions first, :func:`thkit.layers.blocks.fold_batchnorm`, as onnxruntime would have done;
     ``model`` itself is not changed); ``masked_attention`` writes boolean-masked attention without a NaN check over
-    every probability (:func:`_symbolic_sdpa`)."""
+    every probability (:func:`_symbolic_sdpa`); ``window`` exports window (un)embeddings as convolutions
+    (:func:`thkit.layers.window.conv_windows`)."""
     meta = dict(getattr(model, "meta", {}) or {})
     size = int(image_size or meta.get("image_size") or 0)
     if size < 8:
@@ -317,18 +320,23 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
     original, was_training = model, model.training
     model.eval()
     try:
-        if "upsample" in rewrites:
+        if "upsample" in rewrites or "window" in rewrites:
             import copy
 
             from thkit.layers.blocks import fold_batchnorm
             from thkit.layers.upsample import fold_upsample
+            from thkit.layers.window import conv_windows
 
-            folded = copy.deepcopy(model)
-            # BatchNorm first: onnxruntime fuses a BatchNorm into the convolution right before it, which the folded
-            # block's interleaving would hide from it
-            fold_batchnorm(folded)
-            if fold_upsample(folded):
-                model = folded
+            rewritten, changed = copy.deepcopy(model), 0
+            if "upsample" in rewrites:
+                # BatchNorm first: onnxruntime fuses a BatchNorm into the convolution right before it, which the
+                # folded block's interleaving would hide from it
+                fold_batchnorm(rewritten)
+                changed += fold_upsample(rewritten)
+            if "window" in rewrites:
+                changed += conv_windows(rewritten)
+            if changed:
+                model = rewritten
         lo, hi = (float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
         g = torch.Generator().manual_seed(0)
         channels = int(meta.get("channels", 3))

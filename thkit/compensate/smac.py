@@ -40,16 +40,13 @@ from thkit.builder import build
 from thkit.compensate.retrieval import RetrievalTransformer
 from thkit.interfaces import Compensator, allocation_codes
 from thkit.layers.vqgan import VQDownsample, VQResBlock, VQUpsample, group_norm
+from thkit.layers.window import WindowEmbedding, WindowUnembedding
 from thkit.registry import COMPENSATORS
 
 Tensor = torch.Tensor
 
 __all__ = [
     "linspace_grid",
-    "window_partition",
-    "window_reverse",
-    "WindowEmbedding",
-    "WindowUnembedding",
     "FlowMotionEncoder",
     "FlowRefinement",
     "MotionCodebookCompensation",
@@ -92,65 +89,6 @@ def _with_image_size(transformer: dict | None, image_size: int) -> dict[str, Any
 def _token_grid(size: Sequence[int]) -> tuple[int, int]:
     """Spatial size after :class:`~thkit.layers.vqgan.VQDownsample` (pad 1 right/bottom, 3x3 stride 2)."""
     return tuple((int(n) - 2) // 2 + 1 for n in size)  # type: ignore[return-value]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# windows (ACC's patchify)
-# ---------------------------------------------------------------------------------------------------------
-def window_partition(x: Tensor, patch: int) -> Tensor:
-    """``(B, C, h p, w p) -> (B, h w, p p C)``: non-overlapping ``p x p`` windows, row-major, each flattened in
-    ``(p1, p2, c)`` order (the einops pattern ``b c (h p1) (w p2) -> b (h w) (p1 p2 c)``)."""
-    b, c, hh, ww = x.shape
-    if hh % patch or ww % patch:
-        raise ValueError(f"a {hh}x{ww} feature cannot be cut into {patch}x{patch} windows")
-    h, w = hh // patch, ww // patch
-    return x.reshape(b, c, h, patch, w, patch).permute(0, 2, 4, 3, 5, 1).reshape(b, h * w, patch * patch * c)
-
-
-def window_reverse(tokens: Tensor, patch: int, grid: Sequence[int]) -> Tensor:
-    """Inverse of :func:`window_partition`: ``(B, h w, p p C) -> (B, C, h p, w p)`` for ``grid = (h, w)``."""
-    b, n, d = tokens.shape
-    h, w = grid
-    c = d // (patch * patch)
-    if n != h * w or c * patch * patch != d:
-        raise ValueError(f"{n} tokens of width {d} do not form a {h}x{w} grid of {patch}x{patch} windows")
-    return tokens.reshape(b, h, w, patch, patch, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h * patch, w * patch)
-
-
-class WindowEmbedding(nn.Module):
-    """ACC's input projection: ``p x p`` windows of a C-channel feature -> one D-wide token each
-    (``Linear(C p² -> D)``; at ``p = 1`` a per-pixel projection).  Returns ``(tokens (B, L, D), (h, w))``."""
-
-    def __init__(self, channels: int, dim: int, patch: int):
-        super().__init__()
-        if patch < 1:
-            raise ValueError(f"patch must be >= 1, got {patch}")
-        self.channels, self.dim, self.patch = channels, dim, patch
-        self.proj = nn.Linear(channels * patch * patch, dim)
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, patch={self.patch}"
-
-    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        if x.shape[1] != self.channels:
-            raise ValueError(f"window embedding expects {self.channels} channels, got {x.shape[1]}")
-        grid = (x.shape[2] // self.patch, x.shape[3] // self.patch)
-        return self.proj(window_partition(x, self.patch)), grid
-
-
-class WindowUnembedding(nn.Module):
-    """ACC's output projection: ``Linear(D -> C p²)`` per token, then the windows are put back in place."""
-
-    def __init__(self, channels: int, dim: int, patch: int):
-        super().__init__()
-        self.channels, self.dim, self.patch = channels, dim, patch
-        self.proj = nn.Linear(dim, channels * patch * patch)
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, patch={self.patch}"
-
-    def forward(self, tokens: Tensor, grid: Sequence[int]) -> Tensor:
-        return window_reverse(self.proj(tokens), self.patch, grid)
 
 
 # ---------------------------------------------------------------------------------------------------------
