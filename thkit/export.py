@@ -274,7 +274,8 @@ def _export(module: torch.nn.Module, args: tuple[Tensor, ...], inputs: list[str]
     buf = io.BytesIO()
     module.eval()  # export restores the wrapper's mode afterwards: an eval wrapper keeps the model in eval mode
     try:
-        with warnings.catch_warnings():
+        # autograd off, as at inference: the layers' exact inference shortcuts (thkit.layers.blocks.shortcut) apply
+        with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about Python values fixed at export
             torch.onnx.export(module, args, buf, input_names=inputs, output_names=outputs, opset_version=OPSET,
                               dynamo=False, do_constant_folding=True)

@@ -39,6 +39,8 @@ from torch import nn
 from thkit.builder import build
 from thkit.compensate.retrieval import RetrievalTransformer
 from thkit.interfaces import Compensator, allocation_codes
+from thkit.layers.blocks import shortcut
+from thkit.layers.resize import bilinear_reads, bilinear_weights, resize_from_reads
 from thkit.layers.vqgan import VQDownsample, VQResBlock, VQUpsample, group_norm
 from thkit.layers.window import WindowEmbedding, WindowUnembedding
 from thkit.registry import COMPENSATORS
@@ -204,10 +206,38 @@ class MotionCodebookCompensation(nn.Module):
         self.motion_encoder = FlowMotionEncoder(dim, feature_dims, flow_dims, motion_width)
         self.context_proj = nn.ModuleList(nn.Conv2d(c, context_dim, 1) for c in self.feature_channels)
         self.refine = FlowRefinement(motion_width, context_dim, refine_width)
+        self._plans: dict = {}  # _read_plan's, by feature size, grid, flow size, dtype and device
 
     def codes(self, index: int):
         """The code selection of scale ``index`` (a slice for the built-in allocations)."""
         return allocation_codes(self.allocation, index, self.num_scales, self.codebook.num_codes)
+
+    def _read_plan(self, size: tuple[int, int], grid: Sequence[int], flow_size: Sequence[int], warper,
+                   like: Tensor):
+        """Where the warped feature of ``size`` is read by its resizes to ``grid`` and ``flow_size`` (rows, columns
+        and both resizes' weights there, :mod:`thkit.layers.resize`), when computing only those pixels is an exact
+        inference shortcut that pays (``warp_reads``: autograd off, a warper with ``warp_at``, downsampling to a
+        quarter of the pixels or fewer); else ``None``."""
+        if not (shortcut("warp_reads") and hasattr(warper, "warp_at")):
+            return None
+        if size[0] <= flow_size[0] or size[1] <= flow_size[1]:
+            return None
+        key = (size, tuple(grid), tuple(flow_size), like.dtype, like.device)
+        plan = self._plans.get(key)
+        if plan is None:
+            axes = [sorted(set(bilinear_reads(n, g)) | set(bilinear_reads(n, f)))
+                    for n, g, f in zip(size, grid, flow_size)]
+            if len(axes[0]) * len(axes[1]) * 2 > size[0] * size[1]:
+                plan = False  # reads half the pixels or more: the whole warp is as cheap
+            else:
+                def weights(target):
+                    return tuple(bilinear_weights(n, t, a, like.dtype, like.device)
+                                 for n, t, a in zip(size, target, axes))
+
+                idx = [torch.tensor(a, dtype=torch.long, device=like.device) for a in axes]
+                plan = (idx[0], idx[1], weights(grid), weights(flow_size))
+            self._plans[key] = plan
+        return plan or None
 
     def encode_keypoints(self, heatmap: Tensor, flow_size: Sequence[int]) -> Tensor:
         """``relu(kp_proj(heatmaps resized to the token grid))`` for flows of ``flow_size`` (once per frame)."""
@@ -236,8 +266,17 @@ class MotionCodebookCompensation(nn.Module):
         grid = tuple(flow_tokens.shape[-2:])
         if tuple(kp_tokens.shape[-2:]) != grid:
             raise ValueError(f"kp_tokens are {tuple(kp_tokens.shape[-2:])} but the flow tokens are {grid}")
-        prev = warper(feature, flow, None)  # the source feature warped by the current flow (no occlusion)
-        query = F.relu(self.feature_proj[index](_resize(prev, grid)))
+        # the source feature warped by the current flow (no occlusion), read only through two bilinear resizes: to
+        # the token grid (query) and, projected, to the flow's size (context)
+        plan = self._read_plan(tuple(feature.shape[-2:]), grid, (h, w), warper, feature)
+        if plan is None:
+            prev = warper(feature, flow, None)
+            pooled = _resize(prev, grid)
+        else:  # only where the two resizes read (exact to float rounding): at 256 px 160 of 256 rows and columns
+            rows, cols, grid_weights, flow_weights = plan
+            prev = warper.warp_at(feature, flow, rows, cols)
+            pooled = resize_from_reads(prev, *grid_weights)
+        query = F.relu(self.feature_proj[index](pooled))
         query = self.query_mix(torch.cat([query, kp_tokens], dim=1))
         tokens = self.token_mix(torch.cat([flow_tokens, query], dim=1))
 
@@ -245,7 +284,8 @@ class MotionCodebookCompensation(nn.Module):
         retrieved = self.transformer(tokens, _code_vectors(self.codebook, sel))
 
         motion = self.motion_encoder(rel, _resize(retrieved, (h, w)))
-        context = _resize(F.relu(self.context_proj[index](prev)), (h, w))
+        context = F.relu(self.context_proj[index](prev))
+        context = _resize(context, (h, w)) if plan is None else resize_from_reads(context, *flow_weights)
         delta = self.refine(motion, context)
         residual = delta[:, :2].permute(0, 2, 3, 1) / to_pixel
         out = {

@@ -18,10 +18,11 @@ from thkit.layers.upsample import upsample_then_conv
 
 Tensor = torch.Tensor
 
-#: the exact inference shortcuts of thkit's layers (each changes no value, only how it is computed), on by default:
-#: ``inplace`` (activations and residual sums written into a fresh intermediate), ``code_cache`` (SMAC's retrieval
-#: transformers reuse the codes' key/value projections)
-_SHORTCUTS = {"inplace": True, "code_cache": True}
+#: the exact inference shortcuts of thkit's layers (each changes no value beyond float rounding, only how it is
+#: computed), on by default: ``inplace`` (activations and residual sums written into a fresh intermediate),
+#: ``code_cache`` (SMAC's retrieval transformers reuse the codes' key/value projections), ``warp_reads`` (SMAC's
+#: motion step warps and projects the source feature only where its two bilinear downsamplings read it)
+_SHORTCUTS = {"inplace": True, "code_cache": True, "warp_reads": True}
 
 
 def shortcut(name: str) -> bool:

@@ -79,6 +79,14 @@ class GridSampleWarper(Warper):
             out = out * occ
         return out
 
+    def warp_at(self, feature: Tensor, deformation: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        """``forward(feature, deformation)`` (no occlusion) on the output rows ``rows`` and columns ``cols`` only
+        (index tensors): ``(B, C, len(rows), len(cols))``, the same values as those pixels of the whole warp."""
+        flow = resize_flow(deformation, tuple(feature.shape[2:]), self.align_corners)
+        flow = flow.index_select(1, rows).index_select(2, cols)
+        return F.grid_sample(feature, flow.to(feature.dtype), mode=self.mode, padding_mode=self.padding_mode,
+                             align_corners=self.align_corners)
+
     def warp_image(self, image: Tensor, deformation: Tensor) -> Tensor:
         """Warp an image (no occlusion): the ``deformed`` source of the FOMM family."""
         return self.forward(image, deformation, None)
