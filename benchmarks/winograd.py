@@ -17,11 +17,13 @@ time goes (products vs transforms), and what the frame would gain if every shape
 
     python benchmarks/winograd.py                              # smac/vox256 at 256x256
     python benchmarks/winograd.py --recipe fomm/vox256 --repeats 3
+    python benchmarks/winograd.py --recipe tpsmm/vox256 --threads 2 --onnxruntime   # the same in onnxruntime
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import statistics
 import sys
 import time
 
@@ -32,16 +34,7 @@ from _common import load_average, random_frames
 import thkit
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import StreamingAnimator
-
-# Lavin & Gray's F(2x2, 3x3) filter transform G (4x3); the input transform B^T and output transform A^T are written
-# out as adds in :func:`winograd_conv3x3`
-_G = torch.tensor([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], dtype=torch.float64)
-
-
-def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
-    """``G g G^T`` of each (out, in) 3x3 filter, as 16 matrices ``(16, out, in)`` (computed in float64)."""
-    u = torch.einsum("au,oiuv,bv->aboi", _G, weight.double(), _G)
-    return u.reshape(16, weight.shape[0], weight.shape[1]).to(weight.dtype).contiguous()
+from thkit.layers.winograd import WinogradConv2d, winograd_weights
 
 
 def winograd_conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None,
@@ -71,6 +64,33 @@ def winograd_conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None
         torch.sub(s[p][1] - s[p][2], s[p][3], out=out[0, :, :, p, :, 1])
     out = out.view(1, -1, h, w)
     return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
+
+
+def onnxruntime_pair(conv: torch.nn.Conv2d, x: torch.Tensor, threads: int, repeats: int) -> tuple[float, float, float]:
+    """Median wall seconds of onnxruntime running ``conv`` alone and :class:`~thkit.layers.winograd.WinogradConv2d`
+    alone (each exported
+    as its own graph, run interleaved), and the Winograd graph's max |diff| from torch's convolution."""
+    import io
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sessions = []
+    for module in (conv, WinogradConv2d(conv)):
+        buf = io.BytesIO()
+        torch.onnx.export(module, (x,), buf, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+        sessions.append(ort.InferenceSession(buf.getvalue(), opts))
+    feed = {"x": x.numpy()}
+    times = [[], []]
+    for _ in range(repeats):
+        for t, sess in zip(times, sessions):
+            t0 = time.perf_counter()
+            out = sess.run(None, feed)[0]
+            t.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        diff = float((torch.from_numpy(out) - conv(x)).abs().max())
+    return statistics.median(times[0]), statistics.median(times[1]), diff
 
 
 def conv_inventory(recipe: str, size: int) -> tuple[collections.Counter, collections.Counter, float]:
@@ -108,6 +128,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per shape and path (the minimum is reported)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min-share", type=float, default=0.5, help="time only shapes with at least this %% of the FLOPs")
+    p.add_argument("--onnxruntime", action="store_true",
+                   help="also time each shape in onnxruntime: its convolution alone against WinogradConv2d alone "
+                        "(wall time; a convolution alone pays its NCHWc layout reorders, which a whole graph shares)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), load average {load_average():.1f}", flush=True)
@@ -146,6 +169,10 @@ def main() -> None:
         print(f"{f'{cin}->{cout}':>10} {f'{h}x{w}':>8} {calls[key]:>5} {share:>5.1f}% {1e3 * direct:>9.1f} "
               f"{1e3 * wino:>8.1f} {1e3 * min(prod) * calls[key]:>8.1f} {direct / wino:>5.2f}x {diff:>10.1e} "
               f"{f / direct / 1e9:>11.0f}", flush=True)
+        if args.onnxruntime:
+            ort_direct, ort_wino, ort_diff = onnxruntime_pair(conv.eval(), x, args.threads, args.repeats)
+            print(f"{'':>10} {'':>8} onnxruntime, one call: conv {1e3 * ort_direct:.1f} ms, Winograd "
+                  f"{1e3 * ort_wino:.1f} ms ({ort_direct / ort_wino:.2f}x), max |diff| {ort_diff:.1e}", flush=True)
     print(f"timed shapes: direct {direct_all:.2f} s per frame; Winograd where it is faster would save {saved:.2f} s "
           f"= {100 * saved / frame_s:.1f} % of the frame ({frame_s:.2f} s): a {frame_s / (frame_s - saved):.2f}x "
           f"speed-up of the streaming path at most")

@@ -243,8 +243,9 @@ def _parsed_sdpa():
 #: upsampling + 3x3 convolution computed at the low resolution (:func:`thkit.layers.upsample.fold_upsample`);
 #: ``masked_attention``, boolean-masked attention without a NaN check over every probability (:func:`_symbolic_sdpa`);
 #: ``window``, window (un)embeddings as convolutions, whose transposes onnxruntime runs faster than those of the
-#: partitioned windows (:func:`thkit.layers.window.conv_windows`)
-REWRITES = ("upsample", "masked_attention", "window")
+#: partitioned windows (:func:`thkit.layers.window.conv_windows`); ``winograd``, 3x3 convolutions with 512 channels
+#: or more in and out by Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`)
+REWRITES = ("upsample", "masked_attention", "window", "winograd")
 
 
 @contextlib.contextmanager
@@ -305,7 +306,8 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
     into their convolutions first, :func:`thkit.layers.blocks.fold_batchnorm`, as onnxruntime would have done;
     ``model`` itself is not changed); ``masked_attention`` writes boolean-masked attention without a NaN check over
     every probability (:func:`_symbolic_sdpa`); ``window`` exports window (un)embeddings as convolutions
-    (:func:`thkit.layers.window.conv_windows`)."""
+    (:func:`thkit.layers.window.conv_windows`); ``winograd`` computes the 3x3 convolutions with 512 channels or more
+    by Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`)."""
     meta = dict(getattr(model, "meta", {}) or {})
     size = int(image_size or meta.get("image_size") or 0)
     if size < 8:
@@ -321,21 +323,24 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
     original, was_training = model, model.training
     model.eval()
     try:
-        if "upsample" in rewrites or "window" in rewrites:
+        if {"upsample", "window", "winograd"} & set(rewrites):
             import copy
 
             from thkit.layers.blocks import fold_batchnorm
             from thkit.layers.upsample import fold_upsample
             from thkit.layers.window import conv_windows
+            from thkit.layers.winograd import winograd_convs
 
             rewritten, changed = copy.deepcopy(model), 0
+            # BatchNorm first: onnxruntime fuses a BatchNorm into the convolution right before it, which a folded
+            # block's interleaving (or a Winograd convolution's output transform) would hide from it
+            fold_batchnorm(rewritten)
             if "upsample" in rewrites:
-                # BatchNorm first: onnxruntime fuses a BatchNorm into the convolution right before it, which the
-                # folded block's interleaving would hide from it
-                fold_batchnorm(rewritten)
                 changed += fold_upsample(rewritten)
             if "window" in rewrites:
                 changed += conv_windows(rewritten)
+            if "winograd" in rewrites:  # last: the upsampling blocks' convolutions are folded by then
+                changed += winograd_convs(rewritten)
             if changed:
                 model = rewritten
         lo, hi = (float(v) for v in getattr(model, "input_range", (0.0, 1.0)))
