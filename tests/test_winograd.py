@@ -13,9 +13,10 @@ from thkit.layers.winograd import WinogradConv2d, can_winograd, winograd_convs
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("shape,out", [((2, 5, 8, 6), 7), ((1, 16, 9, 7), 4), ((1, 3, 1, 1), 2)])
+@pytest.mark.parametrize("shape,out", [((2, 5, 32, 34), 7), ((1, 6, 33, 31), 4), ((1, 3, 8, 8), 2)])
 def test_winograd_equals_convolution(shape, out):
-    """Against a float64 direct convolution: batches, even and odd sizes (padded and cropped), a 1x1 image."""
+    """Against a float64 direct convolution: batches, even and odd sizes (padded and cropped), and an 8x8 input (too
+    few tiles: the direct convolution)."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(shape[1], out, 3, padding=1)
     x = torch.randn(*shape)
@@ -24,6 +25,8 @@ def test_winograd_equals_convolution(shape, out):
         got = WinogradConv2d(conv)(x)
     assert got.shape == want.shape
     assert float((got.double() - want).abs().max()) < 1e-5 * float(want.abs().max())
+    tiles = (shape[2] + 1) // 2 * ((shape[3] + 1) // 2)
+    assert torch.equal(got, conv(x)) == (tiles < 256)  # only the small input runs the convolution itself
 
 
 def test_only_plain_3x3_convolutions_wide_enough():
@@ -36,8 +39,12 @@ def test_only_plain_3x3_convolutions_wide_enough():
             WinogradConv2d(conv)
 
 
-def test_winograd_convs_swaps_wide_convolutions_for_inference():
-    """In a model, only the convolutions with enough channels are swapped; its output stays to float rounding."""
+def test_winograd_convs_swaps_wide_convolutions_for_inference(monkeypatch):
+    """In a model, only the convolutions with enough channels are swapped; its output stays to float rounding (every
+    input size computed by Winograd here: MIN_TILES lowered for the 64-px model)."""
+    import thkit.layers.winograd as W
+
+    monkeypatch.setattr(W, "MIN_TILES", 1)
     torch.manual_seed(0)
     model = thkit.create_model("tpsmm/tiny_fixture")
     widths = sorted({min(m.in_channels, m.out_channels) for m in model.modules() if can_winograd(m)})
@@ -59,8 +66,8 @@ def test_winograd_convs_swaps_wide_convolutions_for_inference():
 
 
 def test_export_writes_winograd_for_wide_convolutions(monkeypatch):
-    """The export swaps a copy (MIN_CHANNELS lowered so that the tiny model has such convolutions) and reproduces
-    torch to 1e-4; the default threshold leaves the tiny model's narrow convolutions alone."""
+    """The export swaps a copy (MIN_CHANNELS and MIN_TILES lowered so that the tiny model has such convolutions) and
+    reproduces torch to 1e-4; the default thresholds leave the tiny model's narrow convolutions alone."""
     import onnx
 
     import thkit.layers.winograd as W
@@ -76,6 +83,7 @@ def test_export_writes_winograd_for_wide_convolutions(monkeypatch):
     plain = matmuls(())[2]
     assert matmuls(("winograd",))[2] == plain  # 512 channels: none in the tiny model
     monkeypatch.setattr(W, "MIN_CHANNELS", 8)
+    monkeypatch.setattr(W, "MIN_TILES", 1)
     graphs, spec, wino = matmuls(("winograd",))
     assert wino > plain and spec["rewrites"] == ["winograd"]
     assert not any(isinstance(m, W.WinogradConv2d) for m in model.modules())

@@ -8,10 +8,10 @@ convolution by float rounding (about 1e-6 relative, ``tests/test_winograd.py``).
 
 Whether it pays depends on the runtime and the shape.  The transforms move four times the input through memory; the
 products save multiplies only where the channels are wide.  Measured on this project's CPU (``benchmarks/winograd.py
---onnxruntime``, ``benchmarks/README.md``): in onnxruntime it pays on 512-channel convolutions (TPSMM's 512 -> 512
-residual blocks at 64 px: the whole frame 7 % faster) and not on 64-256-channel ones.  :func:`winograd_convs` swaps
-the convolutions of a module that are wide enough, in place: an inference rewrite of the ONNX export
-(:data:`thkit.export.REWRITES`, ``'winograd'``), like :func:`thkit.layers.upsample.fold_upsample`.
+--onnxruntime``, ``benchmarks/README.md``): in onnxruntime it pays on 512-channel convolutions at 32 px and more
+(TPSMM's 512 -> 512 residual blocks: the whole frame 6-7 % faster), not on 64-256-channel ones.
+:func:`winograd_convs` swaps the convolutions of a module that are wide enough, in place: an inference rewrite of the
+ONNX export (:data:`thkit.export.REWRITES`, ``'winograd'``), like :func:`thkit.layers.upsample.fold_upsample`.
 """
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ __all__ = ["WinogradConv2d", "can_winograd", "winograd_convs", "winograd_weights
 #: the narrowest convolution (input and output channels) :func:`winograd_convs` swaps by default: where onnxruntime
 #: ran Winograd faster than its own convolution on this project's CPU
 MIN_CHANNELS = 512
+#: inputs with fewer 2x2 output tiles than this (smaller than 32 x 32) run the direct convolution: in onnxruntime
+#: TPSMM's frame gained as much without the 8-16-px ones (1.063x against 1.069x), whose rounding moved its keypoints
+#: and prediction 200x more (9.8e-5 against 4.5e-7), and at 4 px the 16 transformed filter matrices, 16/9 the direct
+#: filter's bytes, cost more than the multiplies saved (1024 -> 1024 channels: 0.61x)
+MIN_TILES = 256
 
 # the filter transform G (4x3); B^T and A^T are written out as adds in WinogradConv2d.forward
 _G = torch.tensor([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], dtype=torch.float64)
@@ -45,7 +50,8 @@ def can_winograd(conv: nn.Module, min_channels: int = 1) -> bool:
 class WinogradConv2d(nn.Module):
     """``conv(x)`` of a 3x3 / stride-1 / padding-1 convolution by Winograd F(2x2, 3x3), in operators the ONNX
     exporter writes (strided slices, adds, one batched MatMul, a pixel shuffle to interleave the 2x2 tiles).  Odd
-    sizes are padded to even and cropped back."""
+    sizes are padded to even and cropped back; inputs smaller than :data:`MIN_TILES` tiles run the convolution
+    itself."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
@@ -53,6 +59,7 @@ class WinogradConv2d(nn.Module):
             raise ValueError("WinogradConv2d needs a Conv2d with a 3x3 kernel, stride 1, padding 1, dilation 1, "
                              "one group and zero padding")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.direct = conv  # for inputs with fewer than MIN_TILES tiles
         self.weight = nn.Parameter(winograd_weights(conv.weight.detach()).unsqueeze(1), requires_grad=False)
         bias = conv.bias.detach().clone() if conv.bias is not None else None
         self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
@@ -63,6 +70,8 @@ class WinogradConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         th, tw = (h + 1) // 2, (w + 1) // 2
+        if th * tw < MIN_TILES:
+            return self.direct(x)
         xp = F.pad(x, (1, 1 + w % 2, 1, 1 + h % 2))
         d = [xp[:, :, i:i + 2 * th:2] for i in range(4)]            # the 4 rows of every 4x4 tile
         r = [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]     # B^T d
@@ -83,8 +92,8 @@ class WinogradConv2d(nn.Module):
 
 def winograd_convs(module: nn.Module, min_channels: int | None = None) -> int:
     """Swap every plain 3x3 convolution inside ``module`` with at least ``min_channels`` input and output channels
-    (default :data:`MIN_CHANNELS`) for a :class:`WinogradConv2d`, in place.  For inference (the new weights do not train): a module in training
-    mode is refused.  Returns how many were swapped."""
+    (default :data:`MIN_CHANNELS`) for a :class:`WinogradConv2d`, in place.  For inference (the new weights do not
+    train): a module in training mode is refused.  Returns how many were swapped."""
     from thkit.errors import ThkitError
 
     if module.training:
