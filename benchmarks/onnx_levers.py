@@ -167,7 +167,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=4, help="timed driving frames per path")
     ap.add_argument("--levers", nargs="*", default=list(LEVERS), choices=list(LEVERS))
-    ap.add_argument("--fast", nargs="*", default=["fold_upsample", "masked_attention", "window", "winograd"],
+    ap.add_argument("--fast", nargs="*", default=["fold_upsample", "masked_attention", "window"],
                     choices=list(LEVERS),
                     help="the levers the 'ort fast' path keeps (none: no such path)")
     ap.add_argument("--threads", type=int, default=None, help="torch and onnxruntime intra-op threads")

@@ -239,13 +239,16 @@ def _parsed_sdpa():
     return symbolic_helper.parse_args("v", "v", "v", "v", "f", "b", "v", "b")(_symbolic_sdpa)
 
 
-#: the rewrites an export applies by default (``onnx_graphs(..., rewrites=...)``): ``upsample``, nearest-x2
-#: upsampling + 3x3 convolution computed at the low resolution (:func:`thkit.layers.upsample.fold_upsample`);
-#: ``masked_attention``, boolean-masked attention without a NaN check over every probability (:func:`_symbolic_sdpa`);
-#: ``window``, window (un)embeddings as convolutions, whose transposes onnxruntime runs faster than those of the
-#: partitioned windows (:func:`thkit.layers.window.conv_windows`); ``winograd``, 3x3 convolutions with 512 channels
-#: or more in and out by Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`)
+#: the rewrites an export knows (``onnx_graphs(..., rewrites=...)``): ``upsample``, nearest-x2 upsampling + 3x3
+#: convolution computed at the low resolution (:func:`thkit.layers.upsample.fold_upsample`); ``masked_attention``,
+#: boolean-masked attention without a NaN check over every probability (:func:`_symbolic_sdpa`); ``window``, window
+#: (un)embeddings as convolutions, whose transposes onnxruntime runs faster than those of the partitioned windows
+#: (:func:`thkit.layers.window.conv_windows`); ``winograd``, 3x3 convolutions with 512 channels or more in and out by
+#: Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`)
 REWRITES = ("upsample", "masked_attention", "window", "winograd")
+#: the rewrites an export applies by default: all but ``winograd``, which measured 0.96-1.07x on TPSMM's frame here
+#: by run (benchmarks/README.md), so is an opt-in
+DEFAULT_REWRITES = ("upsample", "masked_attention", "window")
 
 
 @contextlib.contextmanager
@@ -296,18 +299,18 @@ def _check_rewrites(rewrites: Sequence[str]) -> list[str]:
 
 
 def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
-                rewrites: Sequence[str] = REWRITES) -> tuple[dict[str, bytes], dict[str, Any]]:
+                rewrites: Sequence[str] = DEFAULT_REWRITES) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The three graphs of ``model`` (serialised ONNX models) and their description (input and output names,
     the cache's structure, image size, value range).  ``image_size``: default ``model.meta['image_size']``.
 
-    ``rewrites`` (:data:`REWRITES`, all by default; the same values up to float rounding): ``upsample`` exports a
-    copy of the model with every nearest-x2-upsampling + 3x3 convolution computed at the low resolution
-    (:func:`thkit.layers.upsample.fold_upsample`: 2.25x fewer multiply-adds in those convolutions; BatchNorms folded
-    into their convolutions first, :func:`thkit.layers.blocks.fold_batchnorm`, as onnxruntime would have done;
-    ``model`` itself is not changed); ``masked_attention`` writes boolean-masked attention without a NaN check over
-    every probability (:func:`_symbolic_sdpa`); ``window`` exports window (un)embeddings as convolutions
-    (:func:`thkit.layers.window.conv_windows`); ``winograd`` computes the 3x3 convolutions with 512 channels or more
-    by Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`)."""
+    ``rewrites`` (of :data:`REWRITES`, default :data:`DEFAULT_REWRITES`; the same values up to float rounding):
+    ``upsample`` exports a copy of the model with every nearest-x2-upsampling + 3x3 convolution computed at the low
+    resolution (:func:`thkit.layers.upsample.fold_upsample`: 2.25x fewer multiply-adds in those convolutions;
+    BatchNorms folded into their convolutions first, :func:`thkit.layers.blocks.fold_batchnorm`, as onnxruntime
+    would have done; ``model`` itself is not changed); ``masked_attention`` writes boolean-masked attention without
+    a NaN check over every probability (:func:`_symbolic_sdpa`); ``window`` exports window (un)embeddings as
+    convolutions (:func:`thkit.layers.window.conv_windows`); ``winograd`` computes the 3x3 convolutions with 512
+    channels or more by Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`)."""
     meta = dict(getattr(model, "meta", {}) or {})
     size = int(image_size or meta.get("image_size") or 0)
     if size < 8:
@@ -371,7 +374,7 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
 
 
 def export_onnx(model: torch.nn.Module, out: str | os.PathLike, image_size: int | None = None,
-                rewrites: Sequence[str] = REWRITES) -> dict[str, Path]:
+                rewrites: Sequence[str] = DEFAULT_REWRITES) -> dict[str, Path]:
     """Write ``model``'s graphs (``source.onnx``, ``keypoints.onnx``, ``frame.onnx``) and their description
     (``onnx.json``) into the folder ``out``, each file atomically.  Returns ``{name: path}``."""
     graphs, spec = onnx_graphs(model, image_size, rewrites)
@@ -409,7 +412,8 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
-def export_key(model: torch.nn.Module, image_size: int | None = None, rewrites: Sequence[str] = REWRITES) -> str:
+def export_key(model: torch.nn.Module, image_size: int | None = None,
+               rewrites: Sequence[str] = DEFAULT_REWRITES) -> str:
     """The cache key of ``model``'s export: a sha256 of every parameter and buffer (names, dtypes, shapes, bytes),
     the recipe's ``model`` section and the module structure, the image size, the rewrites, and thkit (version and
     source), torch and the export format.  Any changed weight gives another key."""
@@ -432,7 +436,7 @@ def export_key(model: torch.nn.Module, image_size: int | None = None, rewrites: 
     return h.hexdigest()[:32]
 
 
-def cached_export(model: torch.nn.Module, image_size: int | None = None, rewrites: Sequence[str] = REWRITES,
+def cached_export(model: torch.nn.Module, image_size: int | None = None, rewrites: Sequence[str] = DEFAULT_REWRITES,
                   folder: str | os.PathLike | None = None) -> tuple[Path, bool]:
     """The folder of ``model``'s export in the cache (``folder``, default :func:`cache_dir`), and whether it was
     there already.  A missing export is written into a temporary folder beside it and renamed into place (a crash

@@ -9,9 +9,10 @@ convolution by float rounding (about 1e-6 relative, ``tests/test_winograd.py``).
 Whether it pays depends on the runtime and the shape.  The transforms move four times the input through memory; the
 products save multiplies only where the channels are wide.  Measured on this project's CPU (``benchmarks/winograd.py
 --onnxruntime``, ``benchmarks/README.md``): in onnxruntime it pays on 512-channel convolutions at 32 px and more
-(TPSMM's 512 -> 512 residual blocks: the whole frame 6-7 % faster), not on 64-256-channel ones.
+(alone: 1.2x for 512 -> 512 channels at 64 px), not on 64-256-channel ones.
 :func:`winograd_convs` swaps the convolutions of a module that are wide enough, in place: an inference rewrite of the
-ONNX export (:data:`thkit.export.REWRITES`, ``'winograd'``), like :func:`thkit.layers.upsample.fold_upsample`.
+ONNX export (``onnx_graphs(..., rewrites=(..., 'winograd'))``), like :func:`thkit.layers.upsample.fold_upsample`.  Not
+a default rewrite: on TPSMM's whole frame it measured 1.06-1.07x in some runs and 0.96-0.97x in others here.
 """
 from __future__ import annotations
 
