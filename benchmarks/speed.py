@@ -3,8 +3,10 @@ reduced-precision path; the memory of streaming a long video.
 
 1. **Speed** (random weights, random frames: the cost does not depend on either), for each recipe at ``--size``:
 
-   * ``reference``: eager fp32 per-frame forward (:class:`thkit.inference.stream.PerFrameAnimator`: driving
-     keypoints, motion transfer with the hulls recomputed, the whole forward pass with the source re-encoded);
+   * ``reference``: eager fp32 per-frame forward in the official order of operations
+     (:class:`thkit.inference.stream.PerFrameAnimator` inside :func:`thkit.layers.blocks.reference_ops`: driving
+     keypoints, motion transfer with the hulls recomputed, the whole forward pass with the source re-encoded, no
+     inference shortcut);
    * ``stream fp32``: :class:`~thkit.inference.stream.StreamingAnimator` (source cached once per video, batch 1;
      exact: the same numbers as the reference);
    * ``stream bf16`` (``--precisions``): the same under ``torch.autocast`` (keypoints and motion transfer fp32);
@@ -43,6 +45,7 @@ reduced-precision path; the memory of streaming a long video.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -60,6 +63,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import thkit
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import PRECISIONS, PerFrameAnimator, StreamingAnimator
+from thkit.layers.blocks import reference_ops
 
 #: the exact-path tolerance of issue #17 (max |diff| from the reference path)
 EXACT = 1e-4
@@ -78,12 +82,18 @@ class _Path:
         self.name, self.animator = name, animator
 
     def start(self, source: torch.Tensor) -> None:
-        self.animator.set_source(source)
+        with self._ops():
+            self.animator.set_source(source)
 
     def step(self, frame: torch.Tensor) -> torch.Tensor:
         if isinstance(self.animator, PerFrameAnimator):
-            return self.animator.step(frame)
+            with self._ops():
+                return self.animator.step(frame)
         return self.animator.step(frame.unsqueeze(0))[0]
+
+    def _ops(self):
+        """The reference path computes in the official order: every inference shortcut off (``reference_ops``)."""
+        return reference_ops() if isinstance(self.animator, PerFrameAnimator) else contextlib.nullcontext()
 
 
 def _peak_memory(device: torch.device) -> float:
