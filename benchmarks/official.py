@@ -7,7 +7,8 @@ Paths (all fp32, batch 1, 256x256, the same source and driving frames):
   ``relative_kp`` + dense motion + inpainting, SMAC ``basicsr/demo.py`` ``estimate_kp`` / ``normalize_kp`` /
   ``estimate_motion_w_kp`` / ``net_g(..., inference=True)``): driving keypoints, relative motion transfer, the whole
   generator with the source re-encoded; source keypoints and the first frame's keypoints once per video;
-* ``reference``: thkit's per-frame path in the official order (:class:`thkit.inference.stream.PerFrameAnimator`);
+* ``reference``: thkit's per-frame path in the official order (:class:`thkit.inference.stream.PerFrameAnimator`
+  inside :func:`thkit.layers.blocks.reference_ops`: no inference shortcut);
 * ``stream``: thkit's streaming path, source cached once per video (:class:`~thkit.inference.stream.StreamingAnimator`,
   what ``thkit animate --backend torch`` runs);
 * ``onnxruntime``: the streaming loop over the model's ONNX export (:meth:`thkit.export.OnnxModel.cached`, what
@@ -31,6 +32,7 @@ Each method runs in its own child process (FOMM and TPSMM both have a top-level 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib
 import importlib.util
@@ -159,11 +161,19 @@ class _Thkit:
     def __init__(self, animator, per_frame: bool):
         self.animator, self.per_frame = animator, per_frame
 
+    def _ops(self):
+        """The per-frame reference computes in the official order: every inference shortcut off."""
+        from thkit.layers.blocks import reference_ops
+
+        return reference_ops() if self.per_frame else contextlib.nullcontext()
+
     def start(self, source: torch.Tensor) -> None:
-        self.animator.set_source(source)
+        with self._ops():
+            self.animator.set_source(source)
 
     def step(self, frame: torch.Tensor) -> torch.Tensor:
-        return self.animator.step(frame) if self.per_frame else self.animator.step(frame.unsqueeze(0))[0]
+        with self._ops():
+            return self.animator.step(frame) if self.per_frame else self.animator.step(frame.unsqueeze(0))[0]
 
 
 def run_method(method: str, root: Path, frames: int, seed: int) -> dict:
