@@ -216,8 +216,8 @@ class MotionCodebookCompensation(nn.Module):
                    like: Tensor):
         """Where the warped feature of ``size`` is read by its resizes to ``grid`` and ``flow_size`` (rows, columns
         and both resizes' weights there, :mod:`thkit.layers.resize`), when computing only those pixels is an exact
-        inference shortcut that pays (``warp_reads``: autograd off, a warper with ``warp_at``, downsampling to a
-        quarter of the pixels or fewer); else ``None``."""
+        inference shortcut that pays (``warp_reads``: autograd off, a warper with ``warp_at``, the resizes reading
+        fewer than half the pixels); else ``None``."""
         if not (shortcut("warp_reads") and hasattr(warper, "warp_at")):
             return None
         if size[0] <= flow_size[0] or size[1] <= flow_size[1]:
