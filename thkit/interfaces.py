@@ -88,6 +88,10 @@ class Warper(Part):
 
     ``align_corners`` is a setting, not a constant: FOMM's released weights were trained with torch 1.0
     semantics (``True``), TPSMM passes ``True``, official code run on today's torch uses ``False``.
+
+    Optional: ``warp_at(feature, deformation, rows, cols)``, the warp (no occlusion) on some output rows and
+    columns only; a part that reads few pixels of a warped feature uses it when the warper has it (an exact
+    inference shortcut, ``warp_reads``), and warps the whole feature otherwise.
     """
 
     contract_attrs = ("forward", "warp_image", "align_corners")
