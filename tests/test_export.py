@@ -287,3 +287,12 @@ def test_export_forms_of_per_sample_kernels_equal_the_eager_ones():
     assert torch.allclose(dyn._per_kernel(dyn.attention(cond), x), dyn(cond, x), atol=1e-5)
     one = dyn._per_kernel(dyn.attention(cond[:1]), x[:1])  # batch 1: the mixed kernel itself
     assert torch.allclose(one, dyn(cond[:1], x[:1]), atol=1e-5)
+
+
+def test_animator_precision_follows_the_backend():
+    """The torch backend's animator autocasts in the asked precision; onnxruntime's graphs carry their own (float32 or
+    int8), so its animator applies none (thkit.animate and thkit animate both ask this one function)."""
+    from thkit.backends import animator_precision
+
+    assert animator_precision("torch", "bf16") == "bf16" and animator_precision("torch", None) is None
+    assert animator_precision("onnxruntime", "int8") is None and animator_precision("onnxruntime", "fp32") is None

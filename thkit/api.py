@@ -282,7 +282,7 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
     fp32); ``backend='onnxruntime'``: the model's ONNX export run by onnxruntime (:func:`thkit.backends.backend_model`),
     float32 or, with ``precision='int8'``, its convolutions quantized (:mod:`thkit.quantize`).
     """
-    from thkit.backends import backend_model
+    from thkit.backends import animator_precision, backend_model
     from thkit.inference.animate import (
         _prepare,
         _to_uint8,
@@ -312,8 +312,7 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
     if precision is None:
         precision = (getattr(model, "meta", None) or {}).get("precision")
     model = backend_model(model, backend, precision, dev, motion=mt)
-    if backend == "onnxruntime":
-        precision = None  # the graphs carry their own precision (float32, or int8)
+    precision = animator_precision(backend, precision)
     if out is not None:
         if not isinstance(driving, (str, os.PathLike)):
             raise RecipeError("", "animate(..., out=...) reads the driving video from a file; pass a path")

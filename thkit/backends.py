@@ -14,6 +14,12 @@ from thkit.quantize import load_int8
 __all__ = ["backend_model"]
 
 
+def animator_precision(backend: str, precision: str | None) -> str | None:
+    """The autocast precision the animator applies to :func:`backend_model`'s result: ``precision`` with the torch
+    backend; none with onnxruntime, whose graphs carry their own (float32, or int8)."""
+    return None if backend == "onnxruntime" else precision
+
+
 def backend_model(model: torch.nn.Module, backend: str = "torch", precision: str | None = None,
                   device: torch.device | str = "cpu", cache: bool = True,
                   motion: Mapping[str, Any] | None = None) -> Any:

@@ -38,7 +38,7 @@ def run_animate(args, models: dict | None = None, on_frame=None):
                                  "each other; give one of them")
         args.relative = want
     device = resolve_device("cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device)
-    from thkit.backends import backend_model
+    from thkit.backends import animator_precision, backend_model
     from thkit.export import WARP_EDIT_REFUSED, ExportError, check_backend
 
     check_backend(args.backend, args.precision, device)
@@ -78,7 +78,7 @@ def run_animate(args, models: dict | None = None, on_frame=None):
         calibrate = lambda src, frames: load_int8(torch_model, mt, content=(src[0], frames))  # noqa: E731
     else:
         model = backend_model(model, args.backend, args.precision, device, motion=mt)
-    precision = None if args.backend == "onnxruntime" else args.precision  # the graphs carry their own precision
+    precision = animator_precision(args.backend, args.precision)
     res = animate_video(
         model, args.source, args.driving, args.out, image_size=size, input_range=input_range,
         **mt, crop=args.crop, crop_scale=args.crop_scale,
