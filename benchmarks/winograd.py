@@ -68,16 +68,18 @@ def winograd_conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None
 
 def onnxruntime_pair(conv: torch.nn.Conv2d, x: torch.Tensor, threads: int, repeats: int) -> tuple[float, float, float]:
     """Median wall seconds of onnxruntime running ``conv`` alone and :class:`~thkit.layers.winograd.WinogradConv2d`
-    alone (each exported
-    as its own graph, run interleaved), and the Winograd graph's max |diff| from torch's convolution."""
+    alone (Winograd at every input size; each exported as its own graph, run interleaved, with
+    :class:`thkit.export.OnnxModel`'s session options), and the Winograd graph's max |diff| from torch's
+    convolution."""
     import io
 
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    from thkit.export import session_options
+
+    opts = session_options(threads)
     sessions = []
-    for module in (conv, WinogradConv2d(conv)):
+    for module in (conv, WinogradConv2d(conv, min_tiles=1)):
         buf = io.BytesIO()
         torch.onnx.export(module, (x,), buf, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
         sessions.append(ort.InferenceSession(buf.getvalue(), opts))

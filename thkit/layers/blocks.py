@@ -195,6 +195,26 @@ class Hourglass(nn.Module):
         return self.decoder(self.encoder(x), return_all=return_all)
 
 
+def swap_modules(module: nn.Module, swap, what: str) -> int:
+    """Replace, in place, every submodule ``child`` of ``module`` for which ``swap(child)`` returns a module (in eval
+    mode); ``None`` keeps it.  The inference rewrites' common walk (:func:`thkit.layers.window.conv_windows`,
+    :func:`thkit.layers.winograd.winograd_convs`): their new weights do not train, so a module in training mode is
+    refused, naming ``what`` swaps.  Returns how many were swapped."""
+    from thkit.errors import ThkitError
+
+    if module.training:
+        raise ThkitError(f"{what}: the module is in training mode; call .eval() first (the swapped modules are for "
+                         "inference)")
+    swapped = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            new = swap(child)
+            if new is not None:
+                setattr(parent, name, new.eval())
+                swapped += 1
+    return swapped
+
+
 def fold_batchnorm(module: nn.Module) -> int:
     """Fold every eval-mode BatchNorm that directly follows a convolution in this module's blocks into that
     convolution (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`; the norm becomes an ``Identity``), in place.

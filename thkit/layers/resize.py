@@ -3,10 +3,10 @@
 A bilinear downsampling reads few of its input's pixels: from 256 to 64 rows it reads 124 of the 256 rows, from
 256 to 32 rows 62 (:func:`bilinear_reads` lists a few more, a margin for float rounding).  A map that is computed
 only to be downsampled so (SMAC's motion step warps a 256-px source feature and projects it, only to resize both to
-64 and 32 px) need only be computed on the rows and columns the
-resize reads: :func:`bilinear_reads` lists them, :func:`bilinear_weights` gives the resize's weights on them and
-:func:`resize_from_reads` applies those, with the values of ``F.interpolate(..., mode='bilinear',
-align_corners=True)`` of the whole map to float rounding (the same two-tap sums, associated in another order).
+64 and 32 px) need only be computed on the rows and columns the resize reads: :func:`bilinear_reads` lists them,
+:func:`bilinear_weights` gives the resize's weights on them and :func:`resize_from_reads` applies those, with the
+values of ``F.interpolate(..., mode='bilinear', align_corners=True)`` of the whole map to float rounding (the same
+two-tap sums, associated in another order).
 """
 from __future__ import annotations
 

@@ -135,17 +135,7 @@ def conv_windows(module: nn.Module) -> int:
     """Swap every :class:`WindowEmbedding` / :class:`WindowUnembedding` inside ``module`` for its convolution form,
     in place.  For inference (the new weights do not train): a module in training mode is refused.  Returns how
     many were swapped."""
-    from thkit.errors import ThkitError
+    from thkit.layers.blocks import swap_modules
 
-    if module.training:
-        raise ThkitError("conv_windows: the module is in training mode; call .eval() first (the convolution forms "
-                         "are for inference)")
     forms = {WindowEmbedding: WindowEmbeddingConv, WindowUnembedding: WindowUnembeddingConv}
-    swapped = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            form = forms.get(type(child))
-            if form is not None:
-                setattr(parent, name, form(child).eval())
-                swapped += 1
-    return swapped
+    return swap_modules(module, lambda m: forms[type(m)](m) if type(m) in forms else None, "conv_windows")

@@ -51,19 +51,18 @@ def can_winograd(conv: nn.Module, min_channels: int = 1) -> bool:
 class WinogradConv2d(nn.Module):
     """``conv(x)`` of a 3x3 / stride-1 / padding-1 convolution by Winograd F(2x2, 3x3), in operators the ONNX
     exporter writes (strided slices, adds, one batched MatMul, a pixel shuffle to interleave the 2x2 tiles).  Odd
-    sizes are padded to even and cropped back; inputs smaller than :data:`MIN_TILES` tiles run the convolution
-    itself."""
+    sizes are padded to even and cropped back; inputs with fewer than ``min_tiles`` 2x2 tiles (default
+    :data:`MIN_TILES`) run the convolution itself."""
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, min_tiles: int | None = None):
         super().__init__()
         if not can_winograd(conv):
             raise ValueError("WinogradConv2d needs a Conv2d with a 3x3 kernel, stride 1, padding 1, dilation 1, "
                              "one group and zero padding")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.direct = conv  # for inputs with fewer than MIN_TILES tiles
+        self.min_tiles = min_tiles
+        self.direct = conv  # for small inputs; its bias serves both forms
         self.weight = nn.Parameter(winograd_weights(conv.weight.detach()).unsqueeze(1), requires_grad=False)
-        bias = conv.bias.detach().clone() if conv.bias is not None else None
-        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}"
@@ -71,7 +70,7 @@ class WinogradConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         th, tw = (h + 1) // 2, (w + 1) // 2
-        if th * tw < MIN_TILES:
+        if th * tw < (MIN_TILES if self.min_tiles is None else self.min_tiles):
             return self.direct(x)
         xp = F.pad(x, (1, 1 + w % 2, 1, 1 + h % 2))
         d = [xp[:, :, i:i + 2 * th:2] for i in range(4)]            # the 4 rows of every 4x4 tile
@@ -88,23 +87,16 @@ class WinogradConv2d(nn.Module):
         y = F.pixel_shuffle(torch.stack(out, 2).reshape(n, 4 * self.out_channels, th, tw), 2)
         if h % 2 or w % 2:
             y = y[:, :, :h, :w]
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        bias = self.direct.bias
+        return y if bias is None else y + bias.view(1, -1, 1, 1)
 
 
 def winograd_convs(module: nn.Module, min_channels: int | None = None) -> int:
     """Swap every plain 3x3 convolution inside ``module`` with at least ``min_channels`` input and output channels
     (default :data:`MIN_CHANNELS`) for a :class:`WinogradConv2d`, in place.  For inference (the new weights do not
     train): a module in training mode is refused.  Returns how many were swapped."""
-    from thkit.errors import ThkitError
+    from thkit.layers.blocks import swap_modules
 
-    if module.training:
-        raise ThkitError("winograd_convs: the module is in training mode; call .eval() first (the Winograd "
-                         "convolutions are for inference)")
     min_channels = MIN_CHANNELS if min_channels is None else int(min_channels)
-    swapped = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if can_winograd(child, min_channels):
-                setattr(parent, name, WinogradConv2d(child).eval())
-                swapped += 1
-    return swapped
+    return swap_modules(module, lambda m: WinogradConv2d(m) if can_winograd(m, min_channels) else None,
+                        "winograd_convs")
