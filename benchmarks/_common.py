@@ -1,7 +1,9 @@
 """What the benchmark scripts share: the plain-convolution GFLOP/s ceiling, random frames, the machine's load and
-peak memory.  Imported as ``from _common import ...`` (the scripts run as ``python benchmarks/<name>.py``)."""
+peak memory, one way of driving a path's animator.  Imported as ``from _common import ...`` (the scripts run as
+``python benchmarks/<name>.py``)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -77,3 +79,29 @@ def peak_rss_mib() -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class AnimatorPath:
+    """One way of animating, as the scripts time it: ``start(source (C, H, W))`` once per video, ``step(frame (C, H,
+    W)) -> (C, H, W)``.  A :class:`~thkit.inference.stream.PerFrameAnimator` is the reference path and computes in the
+    official order (inside :func:`thkit.layers.blocks.reference_ops`: no inference shortcut); a
+    :class:`~thkit.inference.stream.StreamingAnimator` runs as it is, at batch 1."""
+
+    def __init__(self, name: str, animator):
+        from thkit.inference.stream import PerFrameAnimator
+
+        self.name, self.animator = name, animator
+        self.reference = isinstance(animator, PerFrameAnimator)
+
+    def _ops(self):
+        from thkit.layers.blocks import reference_ops
+
+        return reference_ops() if self.reference else contextlib.nullcontext()
+
+    def start(self, source: torch.Tensor) -> None:
+        with self._ops():
+            self.animator.set_source(source)  # both animators take a (C, H, W) source
+
+    def step(self, frame: torch.Tensor) -> torch.Tensor:
+        with self._ops():
+            return self.animator.step(frame) if self.reference else self.animator.step(frame.unsqueeze(0))[0]

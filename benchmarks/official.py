@@ -32,7 +32,6 @@ Each method runs in its own child process (FOMM and TPSMM both have a top-level 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import importlib
 import importlib.util
@@ -48,7 +47,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from _common import load_average, random_frames
+from _common import AnimatorPath, load_average, random_frames
 
 #: method -> (thkit recipe, official config file inside the checkout)
 METHODS = {
@@ -157,25 +156,6 @@ def _smac(root: Path, mt: dict) -> tuple[dict, _Official]:
 BUILDERS = {"fomm": _fomm, "tpsmm": _tpsmm, "smac": _smac}
 
 
-class _Thkit:
-    def __init__(self, animator, per_frame: bool):
-        self.animator, self.per_frame = animator, per_frame
-
-    def _ops(self):
-        """The per-frame reference computes in the official order: every inference shortcut off."""
-        from thkit.layers.blocks import reference_ops
-
-        return reference_ops() if self.per_frame else contextlib.nullcontext()
-
-    def start(self, source: torch.Tensor) -> None:
-        with self._ops():
-            self.animator.set_source(source)
-
-    def step(self, frame: torch.Tensor) -> torch.Tensor:
-        with self._ops():
-            return self.animator.step(frame) if self.per_frame else self.animator.step(frame.unsqueeze(0))[0]
-
-
 def run_method(method: str, root: Path, frames: int, seed: int) -> dict:
     """Build both, convert the official weights, time the paths interleaved; rows as dicts."""
     import thkit
@@ -193,8 +173,8 @@ def run_method(method: str, root: Path, frames: int, seed: int) -> dict:
     load_state_dict_strict(model, get_converter(method)(state)["model"], "model")
     lo, hi = (float(v) for v in model.input_range)
     src, drv = random_frames(frames + 1, 256, lo, hi, seed=seed)
-    paths = {"official": official, "reference": _Thkit(PerFrameAnimator(model, **mt), True),
-             "stream": _Thkit(StreamingAnimator(model, batch_size=1, **mt), False)}
+    paths = {"official": official, "reference": AnimatorPath("reference", PerFrameAnimator(model, **mt)),
+             "stream": AnimatorPath("stream", StreamingAnimator(model, batch_size=1, **mt))}
     startup = None
     cache = tempfile.TemporaryDirectory()
     if importlib.util.find_spec("onnxruntime") is not None:
@@ -202,7 +182,7 @@ def run_method(method: str, root: Path, frames: int, seed: int) -> dict:
 
         ort_model = OnnxModel.cached(model, folder=cache.name)
         startup = ort_model.startup
-        paths["onnxruntime"] = _Thkit(StreamingAnimator(ort_model, batch_size=1, **mt), False)
+        paths["onnxruntime"] = AnimatorPath("onnxruntime", StreamingAnimator(ort_model, batch_size=1, **mt))
     names = list(paths)
     with torch.inference_mode():
         for p in paths.values():  # a fresh video each; the warm-up frame fixes the motion-transfer reference

@@ -32,12 +32,11 @@ import time
 
 import numpy as np
 import torch
-from _common import random_bn_model, random_frames
+from _common import AnimatorPath, random_bn_model, random_frames
 
 from thkit.export import GRAPHS, OnnxModel, onnx_graphs
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import PerFrameAnimator, StreamingAnimator
-from thkit.layers.blocks import reference_ops
 from thkit.layers.upsample import fold_upsample
 
 #: each lever: the :func:`thkit.export.session_options` it changes, or ``None`` (handled by the path itself)
@@ -94,22 +93,12 @@ class BoundOnnxModel(OnnxModel):
         return (int(self.spec["channels"]), size, size)
 
 
-class Path:
-    def __init__(self, name, animator, reference=False):
-        self.name, self.animator, self.reference = name, animator, reference
+class Path(AnimatorPath):
+    """:class:`AnimatorPath` with its timings, outputs and first-frame time."""
+
+    def __init__(self, name, animator):
+        super().__init__(name, animator)
         self.wall, self.cpu, self.outputs, self.startup = [], [], [], 0.0
-
-    def set_source(self, src):
-        if self.reference:
-            with reference_ops():
-                return self.animator.set_source(src)
-        return self.animator.set_source(src.unsqueeze(0))
-
-    def step(self, f):
-        if self.reference:
-            with reference_ops():
-                return self.animator.step(f)
-        return self.animator.step(f.unsqueeze(0))[0]
 
 
 def measure(recipe, size, frames, levers, fast, threads):
@@ -123,7 +112,7 @@ def measure(recipe, size, frames, levers, fast, threads):
             t0 = time.perf_counter()
             exports[key] = onnx_graphs(model, rewrites=key)
             export_s[" + ".join(names) or "plain"] = time.perf_counter() - t0
-    paths = [Path("reference", PerFrameAnimator(model, **mt), reference=True),
+    paths = [Path("reference", PerFrameAnimator(model, **mt)),
              Path("stream", StreamingAnimator(model, batch_size=1, **mt))]
     if "fold_upsample" in levers:
         fm = copy.deepcopy(model)
@@ -140,10 +129,10 @@ def measure(recipe, size, frames, levers, fast, threads):
         paths.append(Path(name, StreamingAnimator(m, batch_size=1, **mt)))
     for p in paths:  # warm-up frame, then a fresh video
         t0 = time.perf_counter()
-        p.set_source(src)
+        p.start(src)
         p.step(drv[0])
         p.startup = time.perf_counter() - t0
-        p.set_source(src)
+        p.start(src)
     for k, f in enumerate(drv[1:]):
         for p in paths[k % len(paths):] + paths[:k % len(paths)]:
             t0, c0 = time.perf_counter(), time.process_time()

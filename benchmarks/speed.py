@@ -45,7 +45,6 @@ reduced-precision path; the memory of streaming a long video.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import statistics
@@ -57,13 +56,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import conv_ceiling, load_average, peak_rss_mib, random_frames, reset_peak_rss
+from _common import AnimatorPath, conv_ceiling, load_average, peak_rss_mib, random_frames, reset_peak_rss
 from torch.utils.flop_counter import FlopCounterMode
 
 import thkit
 from thkit.inference.animate import motion_settings
 from thkit.inference.stream import PRECISIONS, PerFrameAnimator, StreamingAnimator
-from thkit.layers.blocks import reference_ops
 
 #: the exact-path tolerance of issue #17 (max |diff| from the reference path)
 EXACT = 1e-4
@@ -73,27 +71,6 @@ def _onnxruntime_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("onnxruntime") is not None
-
-
-class _Path:
-    """One way of animating: ``start(source)`` once per video, ``step(frame (C, H, W)) -> (C, H, W)``."""
-
-    def __init__(self, name: str, animator):
-        self.name, self.animator = name, animator
-
-    def start(self, source: torch.Tensor) -> None:
-        with self._ops():
-            self.animator.set_source(source)
-
-    def step(self, frame: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.animator, PerFrameAnimator):
-            with self._ops():
-                return self.animator.step(frame)
-        return self.animator.step(frame.unsqueeze(0))[0]
-
-    def _ops(self):
-        """The reference path computes in the official order: every inference shortcut off (``reference_ops``)."""
-        return reference_ops() if isinstance(self.animator, PerFrameAnimator) else contextlib.nullcontext()
 
 
 def _peak_memory(device: torch.device) -> float:
@@ -126,11 +103,11 @@ def measure_speed(recipe: str, size: int, frames: int, precisions: list[str], on
     src, drv = random_frames(frames + 1, size, lo, hi)
     src, drv = src.to(device), [d.to(device) for d in drv]
     warm, drv = drv[0], drv[1:]
-    paths = [_Path("reference", PerFrameAnimator(model, **mt)),
-             _Path("stream fp32", StreamingAnimator(model, batch_size=1, **mt))]
+    paths = [AnimatorPath("reference", PerFrameAnimator(model, **mt)),
+             AnimatorPath("stream fp32", StreamingAnimator(model, batch_size=1, **mt))]
     for p in precisions:
         if p != "fp32":
-            paths.append(_Path(f"stream {p}", StreamingAnimator(model, batch_size=1, precision=p, **mt)))
+            paths.append(AnimatorPath(f"stream {p}", StreamingAnimator(model, batch_size=1, precision=p, **mt)))
     startup = None
     if onnx and device.type == "cpu":
         from thkit.export import OnnxModel
@@ -143,8 +120,8 @@ def measure_speed(recipe: str, size: int, frames: int, precisions: list[str], on
             int8_model = load_int8(model, mt, folder=cache)  # quantized from the cached export
         startup = dict(export=cold["export_s"], sessions=cold["sessions_s"],
                        hit=again["export_s"] + again["sessions_s"], int8=int8_model.startup["export_s"])
-        paths.append(_Path("onnxruntime", StreamingAnimator(ort_model, batch_size=1, **mt)))
-        paths.append(_Path("ort int8", StreamingAnimator(int8_model, batch_size=1, **mt)))
+        paths.append(AnimatorPath("onnxruntime", StreamingAnimator(ort_model, batch_size=1, **mt)))
+        paths.append(AnimatorPath("ort int8", StreamingAnimator(int8_model, batch_size=1, **mt)))
 
     gflop = {}
     with torch.inference_mode():
