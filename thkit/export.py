@@ -246,7 +246,7 @@ def _parsed_sdpa():
 #: (:func:`thkit.layers.window.conv_windows`); ``winograd``, 3x3 convolutions with 512 channels or more in and out by
 #: Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`)
 REWRITES = ("upsample", "masked_attention", "window", "winograd")
-#: the rewrites an export applies by default: all but ``winograd``, which measured 0.96-1.07x on TPSMM's frame here
+#: the rewrites an export applies by default: all but ``winograd``, which measured 0.95-1.07x on TPSMM's frame here
 #: by run (benchmarks/README.md), so is an opt-in
 DEFAULT_REWRITES = ("upsample", "masked_attention", "window")
 

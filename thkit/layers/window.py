@@ -7,12 +7,13 @@ token back with ``Linear(D -> C p²)`` and puts the windows in place.  Used by S
 
 The same maps as convolutions: a window embedding is a ``p x p`` convolution of stride ``p`` (its kernel is the
 linear weight reshaped), a window unembedding a ``1 x 1`` convolution to ``C p²`` channels ordered ``(c, p1, p2)``
-followed by a pixel shuffle.  The values change only by float rounding (the same products, summed in another
-order).  Which form is faster depends on the runtime: torch runs the linear form faster on this CPU; onnxruntime
-runs the convolution form faster, because its transposes of the partitioned windows are slow (SMAC at 256 px:
-7 % of a frame, ``benchmarks/README.md``).  :func:`conv_windows` swaps every window (un)embedding of a module for
-its convolution form, in place: an inference rewrite like :func:`thkit.layers.upsample.fold_upsample`, applied by
-the ONNX export (:data:`thkit.export.REWRITES`, ``'window'``).
+followed by a pixel shuffle.  The values change only by float rounding (the same products, summed in another order).
+Which form is faster depends on the runtime: torch runs the linear form faster on this CPU; onnxruntime runs the
+convolution form faster, because its transposes of the partitioned windows are slow (SMAC at 256 px: 4.8 % of a
+frame, the frame 3-7 % faster without them, ``benchmarks/README.md``).  :func:`conv_windows` swaps every window
+(un)embedding of a module for its convolution form, in place: an inference rewrite like
+:func:`thkit.layers.upsample.fold_upsample`, applied by the ONNX export (:data:`thkit.export.REWRITES`,
+``'window'``).
 """
 from __future__ import annotations
 

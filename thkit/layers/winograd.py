@@ -12,7 +12,7 @@ products save multiplies only where the channels are wide.  Measured on this pro
 (alone: 1.2x for 512 -> 512 channels at 64 px), not on 64-256-channel ones.
 :func:`winograd_convs` swaps the convolutions of a module that are wide enough, in place: an inference rewrite of the
 ONNX export (``onnx_graphs(..., rewrites=(..., 'winograd'))``), like :func:`thkit.layers.upsample.fold_upsample`.  Not
-a default rewrite: on TPSMM's whole frame it measured 1.06-1.07x in some runs and 0.96-0.97x in others here.
+a default rewrite: on TPSMM's whole frame it measured 1.06-1.07x in some runs and 0.95-0.97x in others here.
 """
 from __future__ import annotations
 
