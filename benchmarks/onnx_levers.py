@@ -52,10 +52,11 @@ LEVERS = {
     "masked_attention": None,
     "window": None,
     "winograd": None,
+    "grid_sample": None,
 }
 #: the levers that are export rewrites (:data:`thkit.export.REWRITES`)
 REWRITE_LEVERS = {"fold_upsample": "upsample", "masked_attention": "masked_attention", "window": "window",
-                  "winograd": "winograd"}
+                  "winograd": "winograd", "grid_sample": "grid_sample"}
 
 
 class BoundOnnxModel(OnnxModel):
@@ -156,7 +157,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=4, help="timed driving frames per path")
     ap.add_argument("--levers", nargs="*", default=list(LEVERS), choices=list(LEVERS))
-    ap.add_argument("--fast", nargs="*", default=["fold_upsample", "masked_attention", "window"],
+    ap.add_argument("--fast", nargs="*", default=["fold_upsample", "masked_attention", "window", "grid_sample"],
                     choices=list(LEVERS),
                     help="the levers the 'ort fast' path keeps (none: no such path)")
     ap.add_argument("--threads", type=int, default=None, help="torch and onnxruntime intra-op threads")

@@ -224,6 +224,42 @@ def test_masked_attention_rule_matches_torch():
         assert float((got - want).abs().max()) < 1e-6
 
 
+@pytest.mark.parametrize("mode,padding", [("bilinear", "zeros"), ("bilinear", "border"), ("nearest", "zeros"),
+                                          ("bilinear", "reflection")])
+def test_grid_sample_rule_matches_torch(mode, padding):
+    """``grid_sample(align_corners=True)`` as the export writes it (``align_corners=0`` on a rescaled grid, for
+    bilinear / nearest with zeros / border padding; torch's rule otherwise) gives torch's numbers, on a grid that
+    reaches past the borders and a feature that is not square; ``align_corners=False`` is never rescaled."""
+    import onnx
+    import onnxruntime
+    import torch.nn.functional as F
+
+    from thkit.export import _export, _export_symbolics
+
+    g = torch.Generator().manual_seed(0)
+    feature = torch.randn(2, 3, 7, 10, generator=g)
+    grid = 2.4 * torch.rand(2, 5, 6, 2, generator=g) - 1.2
+    if mode == "nearest":  # keep off the rounding ties between two pixels, where float rounding may pick either
+        grid = torch.linspace(-1.1, 1.1, 30).reshape(1, 5, 6, 1).expand(2, 5, 6, 2) + 0.013
+    for corners in (True, False):
+        class Sample(torch.nn.Module):
+            def forward(self, x, grid):
+                return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=corners)
+
+        want = Sample()(feature, grid)
+        feeds = {"x": feature.numpy(), "grid": grid.numpy()}
+        for rewrite in (True, False):
+            with _export_symbolics(grid_sample=rewrite):
+                graph = _export(Sample(), (feature, grid), list(feeds), ["out"], "grid_sample")
+            sample = [n for n in onnx.load_from_string(graph).graph.node if n.op_type == "GridSample"]
+            corners_attr = [a.i for a in sample[0].attribute if a.name == "align_corners"]
+            rescaled = rewrite and corners and padding != "reflection"
+            assert corners_attr == [int(corners and not rescaled)]
+            session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+            got = torch.from_numpy(session.run(None, feeds)[0])
+            assert float((got - want).abs().max()) < 1e-5, (corners, rewrite)
+
+
 def test_export_cache_concurrent_winner_and_damaged_entry(tmp_path, monkeypatch):
     """Two runs exporting the same model at once: the second finds the first's complete export under the key when it
     renames its own, keeps it and leaves no temporary folder; a damaged entry (a folder without onnx.json) is

@@ -29,7 +29,7 @@ def test_upsample_conv_equals_upsample_then_conv(shape):
     with torch.no_grad():
         want = F.conv2d(F.interpolate(x.double(), scale_factor=2), conv.weight.double(), conv.bias.double(),
                         padding=1)
-        got = UpsampleConv2d(conv)(x)
+        got = UpsampleConv2d(conv, min_pixels=0)(x)
     assert got.shape == want.shape == (shape[0], 6, 2 * shape[2], 2 * shape[3])
     assert float((got.double() - want).abs().max()) < 1e-5 * float(want.abs().max())
     big = torch.randn(1, shape[1], 32, 32)
@@ -39,6 +39,27 @@ def test_upsample_conv_equals_upsample_then_conv(shape):
         UpsampleConv2d(conv)(big)
     ratio = before.get_total_flops() / after.get_total_flops()
     assert 2.0 < ratio <= 2.25  # 2.25 x (32 / 33)^2 = 2.12 for the convolutions alone
+
+
+def test_upsample_conv_small_inputs_run_directly():
+    """Below min_pixels (default MIN_PIXELS, 8x8) the block upsamples and convolves with the original filters: the
+    same numbers bit for bit and the same FLOPs as the unfolded block; from 8x8 on it runs folded."""
+    from thkit.layers.upsample import MIN_PIXELS
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 8, 3, padding=1).requires_grad_(False)
+    block = UpsampleConv2d(conv)
+    assert block.min_pixels == MIN_PIXELS == 64
+    for side, folded in ((2, False), (4, False), (7, False), (8, True)):
+        x = torch.randn(1, 16, side, side)
+        want = conv(F.interpolate(x, scale_factor=2))
+        with FlopCounterMode(display=False) as direct:
+            conv(F.interpolate(x, scale_factor=2))
+        with FlopCounterMode(display=False) as counted:
+            got = block(x)
+        assert torch.equal(got, want) is not folded
+        assert float((got - want).abs().max()) < 1e-5
+        assert (counted.get_total_flops() < direct.get_total_flops()) is folded
 
 
 def test_fold_upsample_blocks_and_model():
@@ -79,7 +100,7 @@ def test_export_folds_a_copy_and_reproduces_torch():
     model = thkit.create_model("tpsmm/tiny_fixture")
     model.train()
     graphs, spec = onnx_graphs(model, image_size=64)
-    assert spec["rewrites"] == ["upsample", "masked_attention", "window"]
+    assert spec["rewrites"] == ["upsample", "masked_attention", "window", "grid_sample"]
     assert model.training and not any(isinstance(m, UpsampleConv2d) for m in model.modules())
     model.eval()
     assert compare_with_torch(model, OnnxModel(graphs, spec), frames=2) < 1e-4

@@ -233,6 +233,35 @@ def _symbolic_sdpa(g, query, key, value, attn_mask=None, dropout_p=0.0, is_causa
     return g.op("Where", g.op("Equal", seen, zero), zero, out)
 
 
+def _symbolic_grid_sampler(g, feature, grid, mode, padding, align_corners):
+    """``grid_sample(align_corners=True)`` as onnxruntime's ``GridSample`` with ``align_corners=0`` on the grid scaled
+    by ``((W - 1) / W, (H - 1) / H)``: the same pixel coordinates (``(x + 1) (W - 1) / 2`` either way), so the same
+    taps and weights up to float rounding.  onnxruntime 1.32's kernel runs ``align_corners=0`` 5-7x faster here
+    (benchmarks/README.md).  Bilinear or nearest with zeros or border padding (where the two conventions sample alike);
+    any other case, or a feature whose size the trace does not know, keeps torch's rule."""
+    try:
+        from torch.onnx._internal.torchscript_exporter import _type_utils, symbolic_helper, symbolic_opset16
+    except ImportError:  # torch < 2.9
+        from torch.onnx import _type_utils, symbolic_helper, symbolic_opset16
+
+    rule = symbolic_opset16.grid_sampler
+    rule = getattr(rule, "__wrapped__", rule)
+    sizes = symbolic_helper._get_tensor_sizes(feature) or []
+    dtype = _type_utils.JitScalarType.from_value(grid, _type_utils.JitScalarType.UNDEFINED)
+    if (not align_corners or mode not in (0, 1) or padding not in (0, 1) or len(sizes) != 4
+            or not all(isinstance(v, int) and v > 0 for v in sizes[2:]) or dtype != _type_utils.JitScalarType.FLOAT):
+        return rule(g, feature, grid, mode, padding, align_corners)
+    h, w = sizes[2:]
+    scale = g.op("Constant", value_t=torch.tensor([(w - 1) / w, (h - 1) / h], dtype=torch.float32))
+    return rule(g, feature, g.op("Mul", grid, scale), mode, padding, False)
+
+
+def _parsed_grid_sampler():
+    from torch.onnx import symbolic_helper
+
+    return symbolic_helper.parse_args("v", "v", "i", "i", "b")(_symbolic_grid_sampler)
+
+
 def _parsed_sdpa():
     from torch.onnx import symbolic_helper
 
@@ -244,26 +273,30 @@ def _parsed_sdpa():
 #: boolean-masked attention without a NaN check over every probability (:func:`_symbolic_sdpa`); ``window``, window
 #: (un)embeddings as convolutions, whose transposes onnxruntime runs faster than those of the partitioned windows
 #: (:func:`thkit.layers.window.conv_windows`); ``winograd``, 3x3 convolutions with 512 channels or more in and out by
-#: Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`)
-REWRITES = ("upsample", "masked_attention", "window", "winograd")
+#: Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`); ``grid_sample``, ``align_corners=True``
+#: sampling as onnxruntime's faster ``align_corners=0`` kernel on a rescaled grid (:func:`_symbolic_grid_sampler`)
+REWRITES = ("upsample", "masked_attention", "window", "winograd", "grid_sample")
 #: the rewrites an export applies by default: all but ``winograd``, which measured 0.95-1.07x on TPSMM's frame here
 #: by run (benchmarks/README.md), so is an opt-in
-DEFAULT_REWRITES = ("upsample", "masked_attention", "window")
+DEFAULT_REWRITES = ("upsample", "masked_attention", "window", "grid_sample")
 
 
 @contextlib.contextmanager
-def _export_symbolics(masked_attention: bool = True):
+def _export_symbolics(masked_attention: bool = True, grid_sample: bool = True):
     """While exporting: ``aten::linalg_inv`` and ``aten::linalg_solve`` as onnxruntime's ``com.microsoft::Inverse``
     (standard ONNX has no matrix inverse), and ``aten::linspace`` of constant ends as the constant torch computes,
     in the asked dtype (the built-in symbolic makes float64 values, which onnxruntime then refuses to mix with
     float32 ones, e.g. in SMAC's ``linspace_grid``); with ``masked_attention``, boolean-masked
-    ``scaled_dot_product_attention`` as :func:`_symbolic_sdpa`."""
+    ``scaled_dot_product_attention`` as :func:`_symbolic_sdpa`; with ``grid_sample``, ``grid_sample(align_corners=True)``
+    as :func:`_symbolic_grid_sampler`."""
     from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
 
     ops = {"aten::linalg_inv": _symbolic_inverse, "aten::linalg_solve": _symbolic_solve,
            "aten::linspace": _symbolic_linspace}
     if masked_attention:
         ops["aten::scaled_dot_product_attention"] = _parsed_sdpa()
+    if grid_sample:
+        ops["aten::grid_sampler"] = _parsed_grid_sampler()
     for name, fn in ops.items():
         register_custom_op_symbolic(name, fn, OPSET)
     try:
@@ -356,7 +389,7 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
             kp = model.detect(driving)
         cache_named, kp_named = flatten(cache, "cache"), flatten(kp, "kp")
         cache_names, kp_names = [n for n, _ in cache_named], [n for n, _ in kp_named]
-        with _export_symbolics("masked_attention" in rewrites):
+        with _export_symbolics("masked_attention" in rewrites, "grid_sample" in rewrites):
             graphs = {
                 "source": _export(_SourceGraph(model), (source,), ["source"], cache_names, "source"),
                 "keypoints": _export(_KeypointGraph(model), (driving,), ["image"], kp_names, "keypoints"),
