@@ -287,8 +287,8 @@ def _export_symbolics(masked_attention: bool = True, grid_sample: bool = True):
     (standard ONNX has no matrix inverse), and ``aten::linspace`` of constant ends as the constant torch computes,
     in the asked dtype (the built-in symbolic makes float64 values, which onnxruntime then refuses to mix with
     float32 ones, e.g. in SMAC's ``linspace_grid``); with ``masked_attention``, boolean-masked
-    ``scaled_dot_product_attention`` as :func:`_symbolic_sdpa`; with ``grid_sample``, ``grid_sample(align_corners=True)``
-    as :func:`_symbolic_grid_sampler`."""
+    ``scaled_dot_product_attention`` as :func:`_symbolic_sdpa`; with ``grid_sample``,
+    ``grid_sample(align_corners=True)`` as :func:`_symbolic_grid_sampler`."""
     from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
 
     ops = {"aten::linalg_inv": _symbolic_inverse, "aten::linalg_solve": _symbolic_solve,
