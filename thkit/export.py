@@ -343,7 +343,9 @@ def onnx_graphs(model: torch.nn.Module, image_size: int | None = None,
     would have done; ``model`` itself is not changed); ``masked_attention`` writes boolean-masked attention without
     a NaN check over every probability (:func:`_symbolic_sdpa`); ``window`` exports window (un)embeddings as
     convolutions (:func:`thkit.layers.window.conv_windows`); ``winograd`` computes the 3x3 convolutions with 512
-    channels or more by Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`)."""
+    channels or more by Winograd F(2x2, 3x3) (:func:`thkit.layers.winograd.winograd_convs`); ``grid_sample`` writes
+    ``grid_sample(align_corners=True)`` as onnxruntime's faster ``align_corners=0`` kernel on a rescaled grid
+    (:func:`_symbolic_grid_sampler`)."""
     meta = dict(getattr(model, "meta", {}) or {})
     size = int(image_size or meta.get("image_size") or 0)
     if size < 8:
