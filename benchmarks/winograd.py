@@ -75,13 +75,13 @@ def onnxruntime_pair(conv: torch.nn.Conv2d, x: torch.Tensor, threads: int, repea
 
     import onnxruntime as ort
 
-    from thkit.export import session_options
+    from thkit.export import OPSET, session_options
 
     opts = session_options(threads)
     sessions = []
     for module in (conv, WinogradConv2d(conv, min_tiles=1)):
         buf = io.BytesIO()
-        torch.onnx.export(module, (x,), buf, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+        torch.onnx.export(module, (x,), buf, input_names=["x"], output_names=["y"], opset_version=OPSET, dynamo=False)
         sessions.append(ort.InferenceSession(buf.getvalue(), opts))
     feed = {"x": x.numpy()}
     times = [[], []]

@@ -199,13 +199,20 @@ def _symbolic_linspace(g, start, end, steps, dtype, *args):
     return g.op("Constant", value_t=torch.linspace(float(first), float(last), int(count), dtype=kind))
 
 
-def _sdpa_rule():
-    """torch's own ONNX rule for ``aten::scaled_dot_product_attention`` (its arguments already parsed)."""
+def _exporter(*names: str) -> tuple:
+    """torch's TorchScript-exporter modules by name (``symbolic_helper``, ``_type_utils``, ``symbolic_opsetN``):
+    under ``torch.onnx._internal.torchscript_exporter`` since torch 2.9, under ``torch.onnx`` before."""
+    import importlib
+
     try:
-        from torch.onnx._internal.torchscript_exporter import symbolic_opset14
-    except ImportError:  # torch < 2.9 kept the TorchScript exporter's rules here
-        from torch.onnx import symbolic_opset14
-    rule = symbolic_opset14.scaled_dot_product_attention
+        return tuple(importlib.import_module(f"torch.onnx._internal.torchscript_exporter.{n}") for n in names)
+    except ImportError:  # torch < 2.9
+        return tuple(importlib.import_module(f"torch.onnx.{n}") for n in names)
+
+
+def _torch_rule(opset: str, op: str):
+    """torch's own ONNX rule ``op`` of the module ``opset`` (its arguments already parsed)."""
+    rule = getattr(_exporter(opset)[0], op)
     return getattr(rule, "__wrapped__", rule)
 
 
@@ -215,13 +222,9 @@ def _symbolic_sdpa(g, query, key, value, attn_mask=None, dropout_p=0.0, is_causa
     softmax of a query row that sees no key) and zero it: two passes over the ``(B, H, M, N)`` probabilities.
     Written here as an additive 0 / -inf mask at the mask's own broadcast shape, and the rows that see no key zeroed
     on the ``(B, H, M, D)`` output instead: torch's numbers (0 for such rows), for a fraction of the work."""
-    try:
-        from torch.onnx._internal.torchscript_exporter import _type_utils, symbolic_helper
-    except ImportError:  # torch < 2.9
-        from torch.onnx import _type_utils, symbolic_helper
-
+    _type_utils, symbolic_helper = _exporter("_type_utils", "symbolic_helper")
     JitScalarType = _type_utils.JitScalarType  # noqa: N806 - torch's class
-    rule = _sdpa_rule()
+    rule = _torch_rule("symbolic_opset14", "scaled_dot_product_attention")
     if (symbolic_helper._is_none(attn_mask) or is_causal
             or JitScalarType.from_value(attn_mask, JitScalarType.UNDEFINED) != JitScalarType.BOOL):
         return rule(g, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
@@ -239,13 +242,8 @@ def _symbolic_grid_sampler(g, feature, grid, mode, padding, align_corners):
     taps and weights up to float rounding.  onnxruntime 1.32's kernel runs ``align_corners=0`` 5-7x faster here
     (benchmarks/README.md).  Bilinear or nearest with zeros or border padding (where the two conventions sample alike);
     any other case, or a feature whose size the trace does not know, keeps torch's rule."""
-    try:
-        from torch.onnx._internal.torchscript_exporter import _type_utils, symbolic_helper, symbolic_opset16
-    except ImportError:  # torch < 2.9
-        from torch.onnx import _type_utils, symbolic_helper, symbolic_opset16
-
-    rule = symbolic_opset16.grid_sampler
-    rule = getattr(rule, "__wrapped__", rule)
+    _type_utils, symbolic_helper = _exporter("_type_utils", "symbolic_helper")
+    rule = _torch_rule("symbolic_opset16", "grid_sampler")
     sizes = symbolic_helper._get_tensor_sizes(feature) or []
     dtype = _type_utils.JitScalarType.from_value(grid, _type_utils.JitScalarType.UNDEFINED)
     if (not align_corners or mode not in (0, 1) or padding not in (0, 1) or len(sizes) != 4

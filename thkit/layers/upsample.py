@@ -57,7 +57,7 @@ class UpsampleConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, _, h, w = x.shape
         if h * w < self.min_pixels:
-            return self.direct(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            return upsample_then_conv(self.direct, x)
         y = F.conv2d(x, self.weight, self.bias, padding=1)  # (N, 4 * C, H + 1, W + 1)
         y = y.view(n, 2, 2, self.out_channels, h + 1, w + 1)
         rows = [torch.stack([y[:, a, b, :, a:a + h, b:b + w] for b in (0, 1)], dim=-1) for a in (0, 1)]

@@ -69,9 +69,7 @@ class GridSampleWarper(Warper):
     def forward(self, feature: Tensor, deformation: Tensor,
                 occlusion: Tensor | Sequence[Tensor] | None = None) -> Tensor:
         size = tuple(feature.shape[2:])
-        flow = resize_flow(deformation, size, self.align_corners)
-        out = F.grid_sample(feature, flow.to(feature.dtype), mode=self.mode, padding_mode=self.padding_mode,
-                            align_corners=self.align_corners)
+        out = self._sample(feature, resize_flow(deformation, size, self.align_corners))
         occ = select_occlusion(occlusion, size)
         if occ is not None:
             if tuple(occ.shape[2:]) != size:
@@ -83,7 +81,11 @@ class GridSampleWarper(Warper):
         """``forward(feature, deformation)`` (no occlusion) on the output rows ``rows`` and columns ``cols`` only
         (index tensors): ``(B, C, len(rows), len(cols))``, the same values as those pixels of the whole warp."""
         flow = resize_flow(deformation, tuple(feature.shape[2:]), self.align_corners)
-        flow = flow.index_select(1, rows).index_select(2, cols)
+        return self._sample(feature, flow.index_select(1, rows).index_select(2, cols))
+
+    def _sample(self, feature: Tensor, flow: Tensor) -> Tensor:
+        """``feature`` sampled at ``flow`` (``(B, h, w, 2)``, already at the output size) with this warper's
+        settings."""
         return F.grid_sample(feature, flow.to(feature.dtype), mode=self.mode, padding_mode=self.padding_mode,
                              align_corners=self.align_corners)
 
