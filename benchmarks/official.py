@@ -13,6 +13,8 @@ Paths (all fp32, batch 1, 256x256, the same source and driving frames):
   what ``thkit animate --backend torch`` runs);
 * ``onnxruntime``: the streaming loop over the model's ONNX export (:meth:`thkit.export.OnnxModel.cached`, what
   ``thkit animate --backend onnxruntime`` runs), when onnxruntime is installed.
+* ``ort nnpack``: the same with ``nnpack=True`` (``--nnpack``: the per-frame graphs' wide 3x3 convolutions by
+  NNPACK's Winograd between onnxruntime segments, :mod:`thkit.nnpack`), where torch has NNPACK.
 
 Frames run interleaved (the order rotating), after one warm-up frame per path.  Printed per path: median ms/frame,
 frames/s, speed-up over the official code and over thkit's reference path (wall and CPU time of the process), and
@@ -179,10 +181,14 @@ def run_method(method: str, root: Path, frames: int, seed: int) -> dict:
     cache = tempfile.TemporaryDirectory()
     if importlib.util.find_spec("onnxruntime") is not None:
         from thkit.export import OnnxModel
+        from thkit.nnpack import nnpack_available
 
         ort_model = OnnxModel.cached(model, folder=cache.name)
         startup = ort_model.startup
         paths["onnxruntime"] = AnimatorPath("onnxruntime", StreamingAnimator(ort_model, batch_size=1, **mt))
+        if nnpack_available():
+            nn_model = OnnxModel.cached(model, folder=cache.name, nnpack=True)
+            paths["ort nnpack"] = AnimatorPath("ort nnpack", StreamingAnimator(nn_model, batch_size=1, **mt))
     names = list(paths)
     with torch.inference_mode():
         for p in paths.values():  # a fresh video each; the warm-up frame fixes the motion-transfer reference

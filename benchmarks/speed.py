@@ -13,6 +13,10 @@ reduced-precision path; the memory of streaming a long video.
    * ``ort int8`` (with onnxruntime): the same export with its frame graph's convolutions quantized to int8
      (:mod:`thkit.quantize`: static, calibrated on the repository's sample clip; not exact: its max |diff| and, with
      ``--weights``, its quality cost are printed);
+   * ``ort nnpack`` (with onnxruntime, where torch has NNPACK): the same export with the frame and keypoint graphs'
+     wide 3x3 convolutions computed by NNPACK's Winograd between onnxruntime segments (:mod:`thkit.nnpack`,
+     ``--nnpack``; fp32, but each such convolution rounds about 1e-5 of its magnitude away from the direct one: its
+     max |diff| is printed);
    * ``onnxruntime`` (when installed): the model's ONNX export (:mod:`thkit.export`, with its exact rewrites:
      upsampling + convolution at the low resolution, masked attention without a NaN pass) run by onnxruntime behind
      the same streaming loop, loaded as ``thkit animate --backend onnxruntime`` loads it (:meth:`OnnxModel.cached`,
@@ -111,6 +115,7 @@ def measure_speed(recipe: str, size: int, frames: int, precisions: list[str], on
     startup = None
     if onnx and device.type == "cpu":
         from thkit.export import OnnxModel
+        from thkit.nnpack import nnpack_available
         from thkit.quantize import load_int8
 
         with tempfile.TemporaryDirectory() as cache:  # what `thkit animate --backend onnxruntime` pays: a first
@@ -118,9 +123,15 @@ def measure_speed(recipe: str, size: int, frames: int, precisions: list[str], on
             cold = ort_model.startup
             again = OnnxModel.cached(model, folder=cache).startup
             int8_model = load_int8(model, mt, folder=cache)  # quantized from the cached export
+            nnpack_model = OnnxModel.cached(model, folder=cache, nnpack=True) if nnpack_available() else None
         startup = dict(export=cold["export_s"], sessions=cold["sessions_s"],
                        hit=again["export_s"] + again["sessions_s"], int8=int8_model.startup["export_s"])
         paths.append(AnimatorPath("onnxruntime", StreamingAnimator(ort_model, batch_size=1, **mt)))
+        if nnpack_model is not None:
+            s = nnpack_model.sessions["frame"]
+            startup.update(nnpack=nnpack_model.startup["export_s"] + nnpack_model.startup["sessions_s"],
+                           nnpack_cut=s.num_cut, nnpack_segments=s.num_sessions)
+            paths.append(AnimatorPath("ort nnpack", StreamingAnimator(nnpack_model, batch_size=1, **mt)))
         paths.append(AnimatorPath("ort int8", StreamingAnimator(int8_model, batch_size=1, **mt)))
 
     gflop = {}
@@ -232,9 +243,12 @@ def measure_quality(weights: str, recipe: str | None, size: int | None, max_fram
     runners.update({p: (model, p) for p in precisions if p != "fp32"})
     if onnx:
         from thkit.export import OnnxModel
+        from thkit.nnpack import nnpack_available
         from thkit.quantize import load_int8
 
         runners["onnxruntime"] = (OnnxModel.from_model(model), "fp32")
+        if nnpack_available():
+            runners["ort nnpack"] = (OnnxModel.from_model(model, nnpack=True), "fp32")
         runners["ort int8"] = (load_int8(model, mt, cache=False), "fp32")  # calibrated on the sample clip
         # calibrated on the content itself instead: the source and every 8th frame of the clip it animates
         runners["ort int8 own"] = (load_int8(model, mt, cache=False, content=(source, driving[::8])), "fp32")
@@ -376,7 +390,9 @@ def main() -> None:
                 print(f"{r['recipe']:<22}onnxruntime start-up: first run {su['export'] + su['sessions']:.1f} s (export "
                       f"into the cache {su['export']:.1f} s, sessions {su['sessions']:.1f} s); later runs "
                       f"{su['hit']:.1f} s (cache hit: key + sessions)"
-                      f"; int8: calibration and quantization {su['int8']:.1f} s once (then cached)")
+                      f"; int8: calibration and quantization {su['int8']:.1f} s once (then cached)"
+                      + (f"; nnpack: {su['nnpack']:.1f} s (cache hit + {su['nnpack_cut']} convolutions cut into "
+                         f"{su['nnpack_segments']} onnxruntime segments)" if "nnpack" in su else ""))
         print(f"load average after the speed table: {load_average():.1f}")
     if args.weights:
         q = measure_quality(args.weights, args.weights_recipe, args.weights_size, args.quality_frames,

@@ -261,7 +261,8 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
             relative_jacobian: bool | None = None, device: str | torch.device | None = None,
             batch_size: int | None = None, max_frames: int | None = None, progress: bool = False,
             best_frame: int | None = None, find_best_frame: bool = False, pose: Any = None, expression: Any = None,
-            align: bool | None = None, precision: str | None = None, backend: str = "torch", **options: Any):
+            align: bool | None = None, precision: str | None = None, backend: str = "torch", nnpack: bool = False,
+            **options: Any):
     """Animate ``source`` (an image file or an (H, W, 3) uint8 array) with ``driving`` (a video file, or
     (T, H, W, 3) uint8 frames) by ``model`` (a :func:`create_model` model, or what it takes: a recipe name or a
     model folder).
@@ -280,7 +281,8 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
 
     ``precision``: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast (default: the model's ``meta['precision']``, else
     fp32); ``backend='onnxruntime'``: the model's ONNX export run by onnxruntime (:func:`thkit.backends.backend_model`),
-    float32 or, with ``precision='int8'``, its convolutions quantized (:mod:`thkit.quantize`).
+    float32 or, with ``precision='int8'``, its convolutions quantized (:mod:`thkit.quantize`); ``nnpack=True`` (with
+    onnxruntime, float32): its wide 3x3 convolutions by NNPACK's Winograd (:mod:`thkit.nnpack`).
     """
     from thkit.backends import animator_precision, backend_model
     from thkit.inference.animate import (
@@ -311,7 +313,7 @@ def animate(source: Any, driving: Any, model: Any, out: str | os.PathLike | None
         options["control"] = control
     if precision is None:
         precision = (getattr(model, "meta", None) or {}).get("precision")
-    model = backend_model(model, backend, precision, dev, motion=mt)
+    model = backend_model(model, backend, precision, dev, motion=mt, nnpack=nnpack)
     precision = animator_precision(backend, precision)
     if out is not None:
         if not isinstance(driving, (str, os.PathLike)):

@@ -22,18 +22,19 @@ def animator_precision(backend: str, precision: str | None) -> str | None:
 
 def backend_model(model: torch.nn.Module, backend: str = "torch", precision: str | None = None,
                   device: torch.device | str = "cpu", cache: bool = True,
-                  motion: Mapping[str, Any] | None = None) -> Any:
+                  motion: Mapping[str, Any] | None = None, nnpack: bool = False) -> Any:
     """What :class:`~thkit.inference.stream.StreamingAnimator` should drive for ``backend``: ``model`` itself
     (``'torch'``) or its export run by onnxruntime (``'onnxruntime'``; CPU; float32, or ``precision='int8'``: the
     frame graph's convolutions quantized, :func:`thkit.quantize.load_int8`, calibrated with the motion transfer
     ``motion``), after :func:`check_backend`.  The export comes from the cache (:meth:`OnnxModel.cached`: exported
     once per weights, recipe, size and thkit) unless ``cache`` is False or ``$THKIT_ONNX_CACHE`` is ``off``; then it
-    is made in memory (:meth:`OnnxModel.from_model`).  The animator then runs the graphs as they are (no autocast)."""
-    check_backend(backend, precision, device)
+    is made in memory (:meth:`OnnxModel.from_model`).  ``nnpack``: the float32 graphs' wide 3x3 convolutions run by
+    NNPACK's Winograd (:mod:`thkit.nnpack`).  The animator then runs the graphs as they are (no autocast)."""
+    check_backend(backend, precision, device, nnpack)
     if backend == "torch":
         return model
     if precision == "int8":
         return load_int8(model.cpu(), dict(motion or {}), cache=cache)
     if cache and cache_dir() is not None:
-        return OnnxModel.cached(model.cpu())
-    return OnnxModel.from_model(model.cpu())
+        return OnnxModel.cached(model.cpu(), nnpack=nnpack)
+    return OnnxModel.from_model(model.cpu(), nnpack=nnpack)

@@ -28,6 +28,10 @@ class CheckpointError(ThkitError):
     """A checkpoint cannot be read or does not match the model (names the offending keys)."""
 
 
+class ExportError(ThkitError):
+    """A model cannot be exported, or an export cannot be read or run (:mod:`thkit.export`, :mod:`thkit.nnpack`)."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """Registered names closest to ``name`` (case-insensitive, difflib ratio), best first."""
     cands = list(candidates)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from thkit.errors import ThkitError
+from thkit.errors import ExportError
 from thkit.fileio import atomic_write
 from thkit.warp.edit import EDIT_KEYS
 
@@ -58,6 +58,9 @@ __all__ = ["BACKENDS", "CACHE_ENV", "ExportError", "OPSET", "GRAPHS", "OnnxModel
 OPSET = 17
 #: the graphs of an export, in the order they run
 GRAPHS = ("source", "keypoints", "frame")
+#: the graphs that run once per driving frame: with ``OnnxModel(nnpack=True)`` their wide 3x3 convolutions run by
+#: NNPACK (:mod:`thkit.nnpack`); the source graph runs once per video
+NNPACK_GRAPHS = ("keypoints", "frame")
 #: the description file written next to the graphs
 SPEC_FILE = "onnx.json"
 FORMAT = "thkit-onnx/1"
@@ -71,10 +74,6 @@ BACKENDS = ("torch", "onnxruntime")
 WARP_EDIT_REFUSED = ("the ONNX frame graph does not compose a warp-level motion edit (the recipe's "
                      "control.realise='warp'): animate with --backend torch, or pass --cfg-options "
                      "control.realise=keypoints")
-
-
-class ExportError(ThkitError):
-    """A model cannot be exported, or an export cannot be read or run."""
 
 
 def require_onnxruntime():
@@ -547,18 +546,28 @@ class OnnxModel:
     frames is run one frame at a time (the graphs have batch 1).
 
     Build it from a model (:meth:`from_model`: exported in memory) or from a folder written by
-    :func:`export_onnx` (:meth:`load`).
+    :func:`export_onnx` (:meth:`load`).  ``nnpack=True``: the per-frame graphs' wide 3x3 convolutions run by NNPACK's
+    Winograd in torch between onnxruntime segments (:class:`thkit.nnpack.NnpackSession`; SMAC at 256 px 1.2x, each
+    convolution about 1e-5 of its magnitude from the direct one).
     """
 
     def __init__(self, graphs: Mapping[str, bytes | str], spec: Mapping[str, Any], threads: int | None = None,
-                 options: Mapping[str, Any] | None = None):
+                 options: Mapping[str, Any] | None = None, nnpack: bool = False):
         ort = require_onnxruntime()
         if spec.get("format") != FORMAT:
             raise ExportError(f"not a thkit ONNX export (format {spec.get('format')!r}, expected {FORMAT!r})")
         opts = session_options(threads, options)
         self.spec = dict(spec)
         self.sessions = {}
+        #: whether the per-frame graphs' wide 3x3 convolutions run by NNPACK's Winograd (:mod:`thkit.nnpack`)
+        self.nnpack = bool(nnpack)
         for name in GRAPHS:
+            if self.nnpack and name in NNPACK_GRAPHS:
+                from thkit.nnpack import NnpackSession
+
+                spin = {"session.intra_op.allow_spinning": "0", **dict(options or {})}
+                self.sessions[name] = NnpackSession(graphs[name], session_options(threads, spin))
+                continue
             try:
                 self.sessions[name] = ort.InferenceSession(graphs[name], sess_options=opts,
                                                            providers=["CPUExecutionProvider"])
@@ -573,19 +582,20 @@ class OnnxModel:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, image_size: int | None = None, threads: int | None = None,
-                   options: Mapping[str, Any] | None = None):
+                   options: Mapping[str, Any] | None = None, nnpack: bool = False):
         """Export ``model`` in memory (:func:`onnx_graphs`) and load the graphs."""
         t0 = time.perf_counter()
         graphs, spec = onnx_graphs(model, image_size)
         export_s = time.perf_counter() - t0
-        out = cls(graphs, spec, threads, options)
+        out = cls(graphs, spec, threads, options, nnpack)
         out.startup = {"cache": None, "export_s": export_s, "sessions_s": time.perf_counter() - t0 - export_s,
                        "folder": None}
         return out
 
     @classmethod
     def cached(cls, model: torch.nn.Module, image_size: int | None = None, threads: int | None = None,
-               options: Mapping[str, Any] | None = None, folder: str | os.PathLike | None = None):
+               options: Mapping[str, Any] | None = None, folder: str | os.PathLike | None = None,
+               nnpack: bool = False):
         """Load ``model``'s export from the cache (:func:`cached_export`), exporting it there first if it is not
         yet: the export's cost is paid once per weights, recipe, size and thkit.  ``startup`` says what it cost
         (``cache``: ``'hit'`` or ``'miss'``, ``export_s``, ``sessions_s``, ``folder``)."""
@@ -593,12 +603,12 @@ class OnnxModel:
         path, hit = cached_export(model, image_size, folder=folder)
         export_s = time.perf_counter() - t0
         try:
-            out = cls.load(path, threads, options)
+            out = cls.load(path, threads, options, nnpack)
         except ExportError:
             if not hit:
                 raise
             shutil.rmtree(path, ignore_errors=True)  # a damaged entry: export again
-            return cls.cached(model, image_size, threads, options, folder)
+            return cls.cached(model, image_size, threads, options, folder, nnpack)
         out.startup = {"cache": "hit" if hit else "miss", "export_s": export_s,
                        "sessions_s": time.perf_counter() - t0 - export_s, "folder": str(path)}
         logging.getLogger("thkit.export").info(
@@ -607,7 +617,8 @@ class OnnxModel:
         return out
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, threads: int | None = None, options: Mapping[str, Any] | None = None):
+    def load(cls, folder: str | os.PathLike, threads: int | None = None, options: Mapping[str, Any] | None = None,
+             nnpack: bool = False):
         """Load a folder written by :func:`export_onnx`."""
         folder = Path(folder)
         spec_path = folder / SPEC_FILE
@@ -623,7 +634,7 @@ class OnnxModel:
             if not path.is_file():
                 raise ExportError(f"ONNX export {folder} lacks its {name} graph {path.name}")
             graphs[name] = str(path)
-        return cls(graphs, spec, threads, options)
+        return cls(graphs, spec, threads, options, nnpack)
 
     # the model's calls ----------------------------------------------------------------------------------
     def parameters(self) -> Iterator[Tensor]:
@@ -693,13 +704,23 @@ def compare_with_torch(model: torch.nn.Module, onnx_model: OnnxModel, frames: in
     return float((outs[0].float() - outs[1]).abs().max())
 
 
-def check_backend(backend: str = "torch", precision: str | None = None, device: torch.device | str = "cpu") -> None:
+def check_backend(backend: str = "torch", precision: str | None = None, device: torch.device | str = "cpu",
+                  nnpack: bool = False) -> None:
     """An :class:`ExportError` / :class:`~thkit.inference.errors.InferenceError` (one line) for a ``--backend``,
-    ``--precision``, ``--device`` combination that cannot run (checked before any work)."""
+    ``--precision``, ``--device``, ``--nnpack`` combination that cannot run (checked before any work)."""
     from thkit.inference.stream import resolve_precision
 
     if backend not in BACKENDS:
         raise ExportError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if nnpack:
+        from thkit.nnpack import nnpack_available
+
+        if backend != "onnxruntime" or precision not in (None, "fp32"):
+            raise ExportError("--nnpack computes the float32 ONNX graphs' wide 3x3 convolutions by NNPACK: it needs "
+                              f"--backend onnxruntime at fp32 (got --backend {backend}, --precision {precision})")
+        if not nnpack_available():
+            raise ExportError("--nnpack needs a torch built with NNPACK (torch.backends.nnpack.is_available() is "
+                              "False here): leave out --nnpack")
     if backend == "torch":
         if precision is not None and str(precision).strip().lower() == "int8":
             raise ExportError("--precision int8 runs on --backend onnxruntime (the export with its convolutions "

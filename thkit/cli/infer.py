@@ -41,7 +41,7 @@ def run_animate(args, models: dict | None = None, on_frame=None):
     from thkit.backends import animator_precision, backend_model
     from thkit.export import WARP_EDIT_REFUSED, ExportError, check_backend
 
-    check_backend(args.backend, args.precision, device)
+    check_backend(args.backend, args.precision, device, args.nnpack)
     if args.int8_calibration != "samples" and args.precision != "int8":
         raise ExportError(f"--int8-calibration {args.int8_calibration} is for --precision int8")
     set_threads(args)
@@ -77,7 +77,7 @@ def run_animate(args, models: dict | None = None, on_frame=None):
         torch_model = model.cpu()
         calibrate = lambda src, frames: load_int8(torch_model, mt, content=(src[0], frames))  # noqa: E731
     else:
-        model = backend_model(model, args.backend, args.precision, device, motion=mt)
+        model = backend_model(model, args.backend, args.precision, device, motion=mt, nnpack=args.nnpack)
     precision = animator_precision(args.backend, args.precision)
     res = animate_video(
         model, args.source, args.driving, args.out, image_size=size, input_range=input_range,
@@ -103,7 +103,8 @@ def run_animate(args, models: dict | None = None, on_frame=None):
     line = (f"wrote {res.path}: {res.frames} frames {res.size[0]}x{res.size[1]} at {res.fps:.3f} fps "
             f"({desc}{crop}; audio {res.audio}); {res.fps_compute:.2f} frames/s on {device}"
             + (f" ({args.backend}, {args.precision}" + (f", calibrated on the {args.int8_calibration}"
-                                                       if args.precision == "int8" else "") + ")"
+                                                       if args.precision == "int8" else "")
+               + (", NNPACK convolutions" if args.nnpack else "") + ")"
                if (args.backend, args.precision) != ("torch", "fp32") else ""))
     if args.random_weights:
         line = "note: --random-weights: the model is untrained, the video shows noise-like output\n" + line
@@ -257,6 +258,10 @@ def add_commands(subparsers) -> None:
     a.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="run the model with torch, or export it to ONNX in memory and run it with onnxruntime "
                         "(CPU, fp32; pip install 'thkit[onnx]'; thkit export writes the graphs)")
+    a.add_argument("--nnpack", action="store_true",
+                   help="with --backend onnxruntime (fp32): compute the wide 3x3 convolutions by NNPACK's Winograd "
+                        "between onnxruntime segments (SMAC 256 px about 1.2x; each convolution about 1e-5 of its "
+                        "magnitude from the direct one: benchmarks/speed.py)")
     a.set_defaults(func=cmd_animate)
 
     e = subparsers.add_parser(
