@@ -563,10 +563,10 @@ class OnnxModel:
         self.nnpack = bool(nnpack)
         for name in GRAPHS:
             if self.nnpack and name in NNPACK_GRAPHS:
-                from thkit.nnpack import NnpackSession
+                from thkit.nnpack import SEGMENT_OPTIONS, NnpackSession
 
-                spin = {"session.intra_op.allow_spinning": "0", **dict(options or {})}
-                self.sessions[name] = NnpackSession(graphs[name], session_options(threads, spin))
+                segment = {**SEGMENT_OPTIONS, **dict(options or {})}
+                self.sessions[name] = NnpackSession(graphs[name], session_options(threads, segment))
                 continue
             try:
                 self.sessions[name] = ort.InferenceSession(graphs[name], sess_options=opts,

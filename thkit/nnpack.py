@@ -29,10 +29,28 @@ from thkit.errors import ExportError
 
 __all__ = ["ConvChoice", "NnpackSession", "nnpack_available", "select_convs"]
 
+#: the segments' session settings (:class:`thkit.export.OnnxModel` adds them to its own): no onnxruntime thread
+#: spinning between runs (it takes the cores NNPACK needs next: SMAC's frame 0.6x with spinning, 1.2x without), and
+#: one arena for every segment (:func:`shared_arena`; one per segment held 2 GB more for SMAC at 256 px)
+SEGMENT_OPTIONS = {"session.intra_op.allow_spinning": "0", "session.use_env_allocators": "1"}
+_ARENA: list[bool] = []
+
 #: the smallest input (in channels, in pixels per side) a 3x3 convolution needs to go to NNPACK by default; below
 #: them its transforms do not amortise (``benchmarks/README.md``, 13th session)
 MIN_CHANNELS = 64
 MIN_SIZE = 64
+
+
+def shared_arena() -> None:
+    """Register onnxruntime's process-wide CPU arena once, which sessions with ``session.use_env_allocators = 1``
+    share instead of growing one arena each."""
+    if _ARENA:
+        return
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+    _ARENA.append(True)
 
 
 def nnpack_available() -> bool:
@@ -110,11 +128,9 @@ class NnpackSession:
     by NNPACK (torch's threads).  ``run`` / ``get_inputs`` / ``get_outputs`` as an ``onnxruntime.InferenceSession``.
 
     ``graph``: a serialised model or a path; ``options``: the segments' ``onnxruntime.SessionOptions`` (default:
-    torch's threads; give them ``session.intra_op.allow_spinning = 0``, as :class:`thkit.export.OnnxModel` does:
-    onnxruntime's threads spinning between runs take the cores NNPACK needs, 0.6x with spinning, 1.2x without, in
-    one A/B).
-    ``select``: which convolutions (default :func:`select_convs` with its defaults).  ``num_cut``: how many were
-    chosen; ``num_sessions``: the onnxruntime segments.
+    torch's threads and :data:`SEGMENT_OPTIONS`, which options of one's own should carry too).  ``select``: which
+    convolutions (default :func:`select_convs` with its defaults).  ``num_cut``: how many were chosen;
+    ``num_sessions``: the onnxruntime segments.  A run frees each intermediate array after its last reader.
     """
 
     def __init__(self, graph: bytes | str | os.PathLike, options: Any = None,
@@ -134,10 +150,12 @@ class NnpackSession:
         chosen = list(select(model) if select is not None else select_convs(model, shapes=shapes))
         by_node = {c.node: c for c in chosen}
         inits = {i.name: i for i in g.initializer}
+        shared_arena()
         if options is None:
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            for key, value in SEGMENT_OPTIONS.items():
+                options.add_session_config_entry(key, value)
 
         # the graph in order, cut at each chosen convolution
         pieces: list[tuple[str, Any]] = []
@@ -196,6 +214,13 @@ class NnpackSession:
                 raise ExportError(f"onnxruntime cannot load segment {i} of the NNPACK split: "
                                   f"{str(e).splitlines()[0]}") from e
             self._steps.append(("ort", session, inputs, outputs))
+        # after each step, drop the arrays no later step reads (the graph's outputs stay)
+        last: dict[str, int] = {}
+        for k, step in enumerate(self._steps):
+            for name in ([step[1]] if step[0] == "conv" else step[2]):
+                last[name] = k
+        keep = {o.name for o in g.output}
+        self._drop = [[n for n, k in last.items() if k == i and n not in keep] for i in range(len(self._steps))]
         self._inputs = list(g.input)
         self._outputs = list(g.output)
         self.num_cut = len(chosen)
@@ -211,7 +236,7 @@ class NnpackSession:
         """The graph's outputs (``output_names``, default all) for ``feeds``, as ``InferenceSession.run``."""
         env = dict(feeds)
         with torch.no_grad():
-            for step in self._steps:
+            for step, drop in zip(self._steps, self._drop):
                 if step[0] == "conv":
                     _, x, y, w, b = step
                     env[y] = torch._nnpack_spatial_convolution(torch.from_numpy(np.ascontiguousarray(env[x])), w, b,
@@ -219,4 +244,6 @@ class NnpackSession:
                 else:
                     _, session, inputs, outputs = step
                     env.update(zip(outputs, session.run(outputs, {k: env[k] for k in inputs})))
+                for name in drop:
+                    del env[name]
         return [env[o] for o in (output_names or [o.name for o in self._outputs])]
