@@ -100,6 +100,11 @@ def test_nnpack_session_computes_what_onnxruntime_computes():
     assert np.array_equal(again[0], got[1]) and np.array_equal(again[1], got[0])
     # the cut convolutions really run by NNPACK: its rounding differs from onnxruntime's direct kernel
     assert np.abs(got[1] - want[1]).max() > 0
+    # nodes without names (ONNX allows it) are cut by their outputs just the same
+    for node in model.graph.node:
+        node.name = ""
+    unnamed = NnpackSession(model.SerializeToString())
+    assert unnamed.num_cut == 2 and all(np.array_equal(a, b) for a, b in zip(unnamed.run(None, feeds), got))
 
 
 def test_nnpack_rounding_against_float64():

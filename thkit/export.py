@@ -547,8 +547,8 @@ class OnnxModel:
 
     Build it from a model (:meth:`from_model`: exported in memory) or from a folder written by
     :func:`export_onnx` (:meth:`load`).  ``nnpack=True``: the per-frame graphs' wide 3x3 convolutions run by NNPACK's
-    Winograd in torch between onnxruntime segments (:class:`thkit.nnpack.NnpackSession`; SMAC at 256 px 1.2x, each
-    convolution about 1e-5 of its magnitude from the direct one).
+    Winograd in torch between onnxruntime segments (:class:`thkit.nnpack.NnpackSession`; SMAC at 256 px 1.16-1.2x,
+    each convolution about 1e-5 of its magnitude from the direct one).
     """
 
     def __init__(self, graphs: Mapping[str, bytes | str], spec: Mapping[str, Any], threads: int | None = None,

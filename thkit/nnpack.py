@@ -148,7 +148,7 @@ class NnpackSession:
             raise ExportError("NNPACK convolutions cannot cut a graph with control flow (If / Loop / Scan nodes)")
         types, shapes = _infer(model)
         chosen = list(select(model) if select is not None else select_convs(model, shapes=shapes))
-        by_node = {c.node: c for c in chosen}
+        by_output = {c.output: c for c in chosen}  # an output name is unique; a node name may be empty
         inits = {i.name: i for i in g.initializer}
         shared_arena()
         if options is None:
@@ -161,9 +161,9 @@ class NnpackSession:
         pieces: list[tuple[str, Any]] = []
         current: list[Any] = []
         for node in g.node:
-            if node.name in by_node:
+            if node.op_type == "Conv" and node.output and node.output[0] in by_output:
                 pieces.append(("ort", current))
-                pieces.append(("conv", by_node[node.name]))
+                pieces.append(("conv", by_output[node.output[0]]))
                 current = []
             else:
                 current.append(node)

@@ -260,8 +260,8 @@ def add_commands(subparsers) -> None:
                         "(CPU, fp32; pip install 'thkit[onnx]'; thkit export writes the graphs)")
     a.add_argument("--nnpack", action="store_true",
                    help="with --backend onnxruntime (fp32): compute the wide 3x3 convolutions by NNPACK's Winograd "
-                        "between onnxruntime segments (SMAC 256 px about 1.2x; each convolution about 1e-5 of its "
-                        "magnitude from the direct one: benchmarks/speed.py)")
+                        "between onnxruntime segments (SMAC 256 px 1.16-1.2x over onnxruntime alone; each convolution "
+                        "about 1e-5 of its magnitude from the direct one: benchmarks/speed.py)")
     a.set_defaults(func=cmd_animate)
 
     e = subparsers.add_parser(
