@@ -4,16 +4,16 @@ by onnxruntime.
 onnxruntime computes a convolution directly (its NCHWc kernels run at this CPU's fp32 convolution ceiling), so a
 frame graph whose time is mostly 3x3 convolutions cannot get much faster there.  NNPACK (built into torch's CPU
 wheels, :func:`torch._nnpack_spatial_convolution`) computes a 3x3 convolution by Winograd F(6x6, 3x3): 8x8 input
-tiles, 2.25-5x fewer multiplies than the direct convolution where the channels are wide enough for the
-transforms to amortise.  :class:`NnpackSession` cuts a graph at each chosen ``Conv`` node (:func:`select_convs`),
-runs the pieces between them as onnxruntime sessions (each optimised as usual) and the cut convolutions by NNPACK
-in torch, passing arrays without copies.
+tiles, 64 multiplies per 6x6 output tile and channel pair against the direct convolution's 324, which pays
+where the channels are wide enough for the transforms to amortise.  :class:`NnpackSession` cuts a graph at each
+chosen ``Conv`` node (:func:`select_convs`), runs the pieces between them as onnxruntime sessions (each optimised as
+usual) and the cut convolutions by NNPACK in torch, passing arrays without copies.
 
 Winograd's transforms round differently from a direct convolution: NNPACK's output is about 1e-5 of the
-output's magnitude from the direct one, against about 3e-7 for onnxruntime's or oneDNN's direct kernels
-(``tests/test_nnpack.py`` measures both against float64).  Through a whole SMAC frame that is a max |diff| of
-5-8e-5 from the torch path with random weights, inside the 1e-4 of an exact path but not bit-comparable:
-``benchmarks/speed.py`` reports it beside the speed.
+output's magnitude from the exact result, against a few 1e-7 for onnxruntime's or oneDNN's direct kernels
+(``tests/test_nnpack.py`` measures both against float64).  Through a whole SMAC frame at 256 px that is a max
+|diff| of 4.8-5.3e-5 from the reference path with random weights (plain onnxruntime 2.9e-5), inside the 1e-4 of an
+exact path but not bit-comparable: ``benchmarks/speed.py`` reports it beside the speed.
 """
 from __future__ import annotations
 
@@ -27,16 +27,19 @@ import torch
 
 from thkit.errors import ExportError
 
-__all__ = ["ConvChoice", "NnpackSession", "nnpack_available", "select_convs"]
+__all__ = ["MIN_CHANNELS", "MIN_SIZE", "SEGMENT_OPTIONS", "ConvChoice", "NnpackSession", "nnpack_available",
+           "select_convs", "shared_arena"]
 
 #: the segments' session settings (:class:`thkit.export.OnnxModel` adds them to its own): no onnxruntime thread
 #: spinning between runs (it takes the cores NNPACK needs next: SMAC's frame 0.6x with spinning, 1.2x without), and
-#: one arena for every segment (:func:`shared_arena`; one per segment held 2 GB more for SMAC at 256 px)
+#: one arena for every segment (:func:`shared_arena`; an arena per segment, with every array kept to the end of
+#: the frame, held 2.6 GB more for SMAC at 256 px)
 SEGMENT_OPTIONS = {"session.intra_op.allow_spinning": "0", "session.use_env_allocators": "1"}
 _ARENA: list[bool] = []
 
-#: the smallest input (in channels, in pixels per side) a 3x3 convolution needs to go to NNPACK by default; below
-#: them its transforms do not amortise (``benchmarks/README.md``, 13th session)
+#: the smallest input (in channels, in pixels per side) a 3x3 convolution needs to go to NNPACK by default
+#: (``benchmarks/README.md``, 13th session): cutting SMAC's 32-px convolutions too gained 3 % more and took its
+#: max |diff| to 7.4-8.2e-5, too close to 1e-4; only >= 128 channels gave 1.10x instead of 1.19x
 MIN_CHANNELS = 64
 MIN_SIZE = 64
 
