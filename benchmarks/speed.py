@@ -13,15 +13,15 @@ reduced-precision path; the memory of streaming a long video.
    * ``ort int8`` (with onnxruntime): the same export with its frame graph's convolutions quantized to int8
      (:mod:`thkit.quantize`: static, calibrated on the repository's sample clip; not exact: its max |diff| and, with
      ``--weights``, its quality cost are printed);
-   * ``ort nnpack`` (with onnxruntime, where torch has NNPACK): the same export with the frame and keypoint graphs'
-     wide 3x3 convolutions computed by NNPACK's Winograd between onnxruntime segments (:mod:`thkit.nnpack`,
-     ``--nnpack``; fp32, but each such convolution rounds about 1e-5 of its magnitude away from the direct one: its
-     max |diff| is printed);
    * ``onnxruntime`` (when installed): the model's ONNX export (:mod:`thkit.export`, with its exact rewrites:
      upsampling + convolution at the low resolution, masked attention without a NaN pass) run by onnxruntime behind
      the same streaming loop, loaded as ``thkit animate --backend onnxruntime`` loads it (:meth:`OnnxModel.cached`,
      here into a temporary cache): its start-up is printed for a first run (export into the cache and sessions) and
-     for a later one (a cache hit).
+     for a later one (a cache hit);
+   * ``ort nnpack`` (with onnxruntime, where torch has NNPACK): the same export with the frame and keypoint graphs'
+     wide 3x3 convolutions computed by NNPACK's Winograd between onnxruntime segments (:mod:`thkit.nnpack`,
+     ``--nnpack``; fp32, but each such convolution rounds about 1e-5 of its magnitude away from the direct one: its
+     max |diff| is printed).
 
    All paths run in one process, **interleaved** frame by frame (the order rotating), after one warm-up frame each.
    Printed: ms/frame (median wall time) and frames/s, the speed-up over the reference, the median CPU time of the
@@ -242,13 +242,14 @@ def measure_quality(weights: str, recipe: str | None, size: int | None, max_fram
     runners = {"fp32": (model, "fp32")}
     runners.update({p: (model, p) for p in precisions if p != "fp32"})
     if onnx:
-        from thkit.export import OnnxModel
+        from thkit.export import OnnxModel, onnx_graphs
         from thkit.nnpack import nnpack_available
         from thkit.quantize import load_int8
 
-        runners["onnxruntime"] = (OnnxModel.from_model(model), "fp32")
+        graphs, spec = onnx_graphs(model)
+        runners["onnxruntime"] = (OnnxModel(graphs, spec), "fp32")
         if nnpack_available():
-            runners["ort nnpack"] = (OnnxModel.from_model(model, nnpack=True), "fp32")
+            runners["ort nnpack"] = (OnnxModel(graphs, spec, nnpack=True), "fp32")
         runners["ort int8"] = (load_int8(model, mt, cache=False), "fp32")  # calibrated on the sample clip
         # calibrated on the content itself instead: the source and every 8th frame of the clip it animates
         runners["ort int8 own"] = (load_int8(model, mt, cache=False, content=(source, driving[::8])), "fp32")
