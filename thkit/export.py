@@ -253,16 +253,12 @@ def _symbolic_grid_sampler(g, feature, grid, mode, padding, align_corners):
     return rule(g, feature, g.op("Mul", grid, scale), mode, padding, False)
 
 
-def _parsed_grid_sampler():
+def _parsed(fn, *signature: str):
+    """``fn`` behind torch's argument parsing (``symbolic_helper.parse_args``: ``v`` a value, ``i`` an int, ``f`` a
+    float, ``b`` a bool), as torch registers its own rules."""
     from torch.onnx import symbolic_helper
 
-    return symbolic_helper.parse_args("v", "v", "i", "i", "b")(_symbolic_grid_sampler)
-
-
-def _parsed_sdpa():
-    from torch.onnx import symbolic_helper
-
-    return symbolic_helper.parse_args("v", "v", "v", "v", "f", "b", "v", "b")(_symbolic_sdpa)
+    return symbolic_helper.parse_args(*signature)(fn)
 
 
 #: the rewrites an export knows (``onnx_graphs(..., rewrites=...)``): ``upsample``, nearest-x2 upsampling + 3x3
@@ -291,9 +287,9 @@ def _export_symbolics(masked_attention: bool = True, grid_sample: bool = True):
     ops = {"aten::linalg_inv": _symbolic_inverse, "aten::linalg_solve": _symbolic_solve,
            "aten::linspace": _symbolic_linspace}
     if masked_attention:
-        ops["aten::scaled_dot_product_attention"] = _parsed_sdpa()
+        ops["aten::scaled_dot_product_attention"] = _parsed(_symbolic_sdpa, "v", "v", "v", "v", "f", "b", "v", "b")
     if grid_sample:
-        ops["aten::grid_sampler"] = _parsed_grid_sampler()
+        ops["aten::grid_sampler"] = _parsed(_symbolic_grid_sampler, "v", "v", "i", "i", "b")
     for name, fn in ops.items():
         register_custom_op_symbolic(name, fn, OPSET)
     try:
@@ -561,12 +557,13 @@ class OnnxModel:
         self.sessions = {}
         #: whether the per-frame graphs' wide 3x3 convolutions run by NNPACK's Winograd (:mod:`thkit.nnpack`)
         self.nnpack = bool(nnpack)
+        if self.nnpack:
+            from thkit.nnpack import SEGMENT_OPTIONS, NnpackSession
+
+            segment_opts = session_options(threads, {**SEGMENT_OPTIONS, **dict(options or {})})
         for name in GRAPHS:
             if self.nnpack and name in NNPACK_GRAPHS:
-                from thkit.nnpack import SEGMENT_OPTIONS, NnpackSession
-
-                segment = {**SEGMENT_OPTIONS, **dict(options or {})}
-                self.sessions[name] = NnpackSession(graphs[name], session_options(threads, segment))
+                self.sessions[name] = NnpackSession(graphs[name], segment_opts)
                 continue
             try:
                 self.sessions[name] = ort.InferenceSession(graphs[name], sess_options=opts,
